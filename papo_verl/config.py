@@ -1,0 +1,184 @@
+"""``PapoConfig``: every PAPO knob in one dataclass (the ``algorithm.papo`` block).
+
+Pure Python; no verl import. Units and typical magnitudes are given per field. Construct it from a
+mapping with :meth:`PapoConfig.from_mapping`, which names the offending key in every error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+__all__ = ["PapoConfig", "PapoConfigError", "STATS_BACKENDS"]
+
+STATS_BACKENDS = ("auto", "triton", "torch")
+
+
+class PapoConfigError(ValueError):
+    """A PAPO configuration value is missing, unknown or out of range (the message names the key)."""
+
+
+@dataclass
+class PapoConfig:
+    """PAPO hyper-parameters. Defaults follow ``design/PAPO.md``.
+
+    Advantage reweighting (PAPO.md §2)
+    ----------------------------------
+    alpha: Maximum share of pressure the tracker moves between branches: ``w± = 1 ± α g``.
+        Dimensionless, ``0 ≤ α < 1``; typical 0.3–0.6. ``0`` turns PAPO into GRPO (with D1).
+    w_min, w_max: Clamp of each branch weight after conservation. Defaults 0.2 / 5.0; keep
+        ``w_min > 0`` so neither branch is ever switched off. Rarely worth changing.
+    correction: ``"exact"`` uses the full polarity coefficient ``P_t``; ``"none"`` keeps only
+        the sampled-token term (ablation; misclassifies a measurable share of tokens).
+    epsilon: Added to the group std in the base advantage, as GRPO's ``epsilon`` (1e-6).
+
+    Entropy tracker (PAPO.md §3)
+    ----------------------------
+    warmup_steps: Steps whose mean entropy defines ``H_ref``; weights are neutral meanwhile.
+        Integer ≥ 1, default 3. Longer warm-up for noisy early batches (tiny batches, n ≤ 4).
+    level_momentum: EMA factor β of the entropy level ``m``. In [0, 1), default 0.7 (≈3-step memory).
+    trend_momentum: EMA factor β of the per-step change ``d``. In [0, 1), default 0.7.
+    slope_scale: Relative entropy change per step that gives ``tanh(1) ≈ 0.76`` of full tilt.
+        Unit: fraction of the level per step; default 0.02 (2 %/step). Smaller reacts harder.
+    floor, ceil: Guard band in units of ``H_ref``: below ``floor·H_ref`` push to expand, above
+        ``ceil·H_ref`` push to contract. Defaults 0.25 and 2.0; ``0 < floor < 1 < ceil``.
+    band_softness: Fraction of the band edge over which the guard term saturates to ±1 (0.1).
+    target_knots: Optional entropy schedule replacing the guard band: a list of
+        ``[progress, ratio]`` pairs (progress in [0, 1] of ``total_steps``, ratio in units of
+        ``H_ref``), interpolated linearly; e.g. increase-then-decrease
+        ``[[0, 1.0], [0.3, 1.2], [1, 0.6]]``. ``None`` (default) uses the band.
+    target_scale: Log-ratio ``log(H*/m)`` that gives ``tanh(1)`` of tilt towards the target (0.1).
+    total_steps: Training steps for the schedule's progress; set by the trainer from
+        ``trainer.total_training_steps`` when left ``None``.
+
+    Diagnostics and performance
+    ---------------------------
+    track_polarity_flips: During the actor update also compute the current policy's ``Σπ²`` and
+        ``Σπ² log π`` (one more pass over the logits per training micro-batch, no extra forward)
+        to log ``actor/papo/polarity_flip_share``. Turn off to save that pass on huge vocabularies.
+    dh_window: Sliding window, in steps, of the predicted-vs-measured entropy-change correlation
+        (``papo/dH_corr_*``). Integer ≥ 3, default 20.
+    stats_backend: ``"auto"`` (Triton on CUDA when installed, else chunked torch), ``"triton"``
+        (fail if unavailable) or ``"torch"``.
+    stats_chunk_size: Tokens per chunk of the torch statistics path; ``None`` picks a chunk of
+        about 2**22 logits (16 MiB of float32 temporaries).
+    """
+
+    alpha: float = 0.5
+    w_min: float = 0.2
+    w_max: float = 5.0
+    correction: str = "exact"
+    epsilon: float = 1e-6
+    warmup_steps: int = 3
+    level_momentum: float = 0.7
+    trend_momentum: float = 0.7
+    slope_scale: float = 0.02
+    floor: float = 0.25
+    ceil: float = 2.0
+    band_softness: float = 0.1
+    target_knots: Optional[list] = None
+    target_scale: float = 0.1
+    total_steps: Optional[int] = None
+    track_polarity_flips: bool = True
+    dh_window: int = 20
+    stats_backend: str = "auto"
+    stats_chunk_size: Optional[int] = None
+    _prefix: str = field(default="algorithm.papo", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------------------------------
+    def _fail(self, key: str, msg: str) -> None:
+        raise PapoConfigError(f"{self._prefix}.{key}: {msg}")
+
+    def validate(self) -> None:
+        """Check types and ranges; raise :class:`PapoConfigError` naming the key and the fix."""
+        for name in ("alpha", "w_min", "w_max", "epsilon", "level_momentum", "trend_momentum", "slope_scale",
+                     "floor", "ceil", "band_softness", "target_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                self._fail(name, f"must be a finite number, got {value!r}")
+        if not 0.0 <= self.alpha < 1.0:
+            self._fail("alpha", f"must be in [0, 1) so both weights stay positive, got {self.alpha}")
+        if not 0.0 < self.w_min <= 1.0:
+            self._fail("w_min", f"must be in (0, 1] (a zero weight would drop a branch), got {self.w_min}")
+        if self.w_max < 1.0:
+            self._fail("w_max", f"must be >= 1, got {self.w_max}")
+        if self.correction not in ("exact", "none"):
+            self._fail("correction", f"must be 'exact' or 'none', got {self.correction!r}")
+        if self.epsilon < 0:
+            self._fail("epsilon", f"must be >= 0, got {self.epsilon}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 1:
+            self._fail("warmup_steps", f"must be an integer >= 1 (H_ref needs one observation), got {self.warmup_steps!r}")
+        for name in ("level_momentum", "trend_momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                self._fail(name, f"must be in [0, 1), got {getattr(self, name)}")
+        if self.slope_scale <= 0:
+            self._fail("slope_scale", f"must be > 0, got {self.slope_scale}")
+        if not 0.0 < self.floor < 1.0:
+            self._fail("floor", f"must be in (0, 1) (units of H_ref), got {self.floor}")
+        if self.ceil <= 1.0:
+            self._fail("ceil", f"must be > 1 (units of H_ref), got {self.ceil}")
+        if not 0.0 < self.band_softness <= 1.0:
+            self._fail("band_softness", f"must be in (0, 1], got {self.band_softness}")
+        if self.target_scale <= 0:
+            self._fail("target_scale", f"must be > 0, got {self.target_scale}")
+        if self.total_steps is not None and (isinstance(self.total_steps, bool) or not isinstance(self.total_steps, int)
+                                             or self.total_steps < 1):
+            self._fail("total_steps", f"must be a positive integer or null, got {self.total_steps!r}")
+        if self.target_knots is not None:
+            self.target_knots = self._check_knots(self.target_knots)
+        if not isinstance(self.track_polarity_flips, bool):
+            self._fail("track_polarity_flips", f"must be true or false, got {self.track_polarity_flips!r}")
+        if isinstance(self.dh_window, bool) or not isinstance(self.dh_window, int) or self.dh_window < 3:
+            self._fail("dh_window", f"must be an integer >= 3, got {self.dh_window!r}")
+        if self.stats_backend not in STATS_BACKENDS:
+            self._fail("stats_backend", f"must be one of {STATS_BACKENDS}, got {self.stats_backend!r}")
+        if self.stats_chunk_size is not None and (isinstance(self.stats_chunk_size, bool)
+                                                  or not isinstance(self.stats_chunk_size, int)
+                                                  or self.stats_chunk_size < 1):
+            self._fail("stats_chunk_size", f"must be a positive integer or null, got {self.stats_chunk_size!r}")
+
+    def _check_knots(self, knots: Any) -> list:
+        try:
+            pairs = [[float(p), float(r)] for p, r in knots]
+        except (TypeError, ValueError):
+            self._fail("target_knots", f"must be a list of [progress, ratio] pairs, got {knots!r}")
+        if len(pairs) < 2:
+            self._fail("target_knots", "needs at least two [progress, ratio] pairs")
+        progress = [p for p, _ in pairs]
+        if progress != sorted(progress) or len(set(progress)) != len(progress):
+            self._fail("target_knots", f"progress values must be strictly increasing, got {progress}")
+        if progress[0] > 0.0 or progress[-1] < 1.0 or not all(0.0 <= p <= 1.0 for p in progress):
+            self._fail("target_knots", f"progress values must span exactly [0, 1], got {progress}")
+        if not all(r > 0 and math.isfinite(r) for _, r in pairs):
+            self._fail("target_knots", f"ratios (units of H_ref) must be finite and > 0, got {[r for _, r in pairs]}")
+        return pairs
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+
+    @classmethod
+    def from_mapping(cls, mapping: Optional[Mapping[str, Any]], prefix: str = "algorithm.papo") -> "PapoConfig":
+        """Build from a dict / DictConfig, rejecting unknown keys with the list of valid ones."""
+        if mapping is None:
+            return cls(_prefix=prefix)
+        items = dict(mapping.items())
+        known = set(cls.field_names())
+        unknown = sorted(set(items) - known)
+        if unknown:
+            raise PapoConfigError(
+                f"unknown key(s) {', '.join(prefix + '.' + k for k in unknown)}; valid keys under {prefix} are: "
+                f"{', '.join(sorted(known))}"
+            )
+        if items.get("target_knots") is not None:
+            items["target_knots"] = [list(pair) for pair in items["target_knots"]]
+        return cls(**items, _prefix=prefix)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.field_names()}

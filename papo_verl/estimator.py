@@ -1,0 +1,152 @@
+"""``algorithm.adv_estimator=papo``: the PAPO advantage registered in verl's estimator registry.
+
+verl's generic advantage path (``verl.trainer.ppo.ray_trainer.compute_advantage``) passes only
+``token_level_rewards``, ``response_mask``, ``index``, ``config`` and ``rollout_is_weights``. PAPO
+also needs θ_old's per-token statistics, which the PAPO trainer (``trainer.v1.trainer_mode=papo``,
+selected automatically by ``papo_verl.main``) fetches and passes as extended keyword arguments.
+Users with their own trainers call the registered function the same way (README: "Calling the PAPO
+estimator from your own trainer").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from papo_verl.algo import group_ids, papo_advantage, polarity_coefficient
+from papo_verl.config import PapoConfig
+from papo_verl.metrics import advantage_metrics
+from papo_verl.tracker import PhaseWeights
+
+__all__ = ["ESTIMATOR_NAME", "PapoInputsMissing", "compute_papo_outcome_advantage", "papo_config_from_algorithm"]
+
+ESTIMATOR_NAME = "papo"
+_POLARITY_INPUTS = ("old_log_probs", "entropys", "sum_pi_squared", "sum_pi_squared_log_pi", "phase_weights")
+
+
+class PapoInputsMissing(ValueError):
+    """The PAPO estimator was called without the polarity inputs (e.g. from a stock verl trainer)."""
+
+
+def papo_config_from_algorithm(config: Any) -> PapoConfig:
+    """``PapoConfig`` from verl's ``algorithm`` config (DictConfig, AlgoConfig or dict); defaults if absent."""
+    block = None
+    if config is not None:
+        block = config.get("papo", None) if hasattr(config, "get") else getattr(config, "papo", None)
+    return PapoConfig.from_mapping(block)
+
+
+def _get(config: Any, key: str, default: Any) -> Any:
+    if config is None:
+        return default
+    if hasattr(config, "get"):
+        return config.get(key, default)
+    return getattr(config, key, default)
+
+
+def compute_papo_outcome_advantage(
+    token_level_rewards: Tensor,
+    response_mask: Tensor,
+    index: Optional[Sequence] = None,
+    config: Any = None,
+    rollout_is_weights: Optional[Tensor] = None,
+    *,
+    old_log_probs: Optional[Tensor] = None,
+    entropys: Optional[Tensor] = None,
+    sum_pi_squared: Optional[Tensor] = None,
+    sum_pi_squared_log_pi: Optional[Tensor] = None,
+    phase_weights: Union[PhaseWeights, tuple, None] = None,
+    epsilon: Optional[float] = None,
+    norm_adv_by_std_in_grpo: Optional[bool] = None,
+    mass_reduce: Optional[Callable[[Tensor], Tensor]] = None,
+    details: Optional[dict] = None,
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor]:
+    """PAPO advantages (PAPO.md §2), returned as verl expects: ``(advantages, returns)``, ``(bs, T)``.
+
+    Standard verl kwargs:
+        token_level_rewards: ``(bs, T)``; the sequence reward is its sum over T.
+        response_mask: ``(bs, T)``, 1 on valid response tokens.
+        index: ``(bs,)`` group labels (verl's ``uid``); whole groups must be in the batch.
+        config: verl's ``algorithm`` config; reads ``norm_adv_by_std_in_grpo`` and the ``papo`` block.
+        rollout_is_weights: accepted and ignored (verl applies them in the loss).
+
+    Extended kwargs (all required; response-aligned, θ_old, same temperature as the rollout):
+        old_log_probs: ``(bs, T)`` log π_k of the sampled tokens.
+        entropys: ``(bs, T)`` token entropy H.
+        sum_pi_squared: ``(bs, T)`` Σ_a π_a².
+        sum_pi_squared_log_pi: ``(bs, T)`` Σ_a π_a² log π_a.
+        phase_weights: :class:`~papo_verl.tracker.PhaseWeights` or ``(expand, contract)`` before conservation.
+
+    Optional:
+        mass_reduce: applied to the float64 ``[2]`` branch masses (an all-reduce when the batch is
+            split across processes), so every shard uses the same weights.
+        details: a dict filled with ``branch`` (int8 ``(bs, T)``: +1 expanding, −1 contracting, 0),
+            ``rho``, ``coefficient``, ``base_advantages`` and ``metrics`` (``papo/*`` scalars).
+    """
+    missing = [name for name, value in zip(
+        _POLARITY_INPUTS, (old_log_probs, entropys, sum_pi_squared, sum_pi_squared_log_pi, phase_weights)
+    ) if value is None]
+    if missing:
+        raise PapoInputsMissing(
+            "algorithm.adv_estimator=papo needs the old policy's per-token polarity inputs, which verl's stock "
+            f"advantage path does not pass (missing: {', '.join(missing)}). Launch with the PAPO trainer: "
+            "`python -m papo_verl.main ...` (it selects trainer.v1.trainer_mode=papo), or add "
+            "`trainer.v1.trainer_mode=papo` to a verl v1 command line. From your own trainer, call "
+            "compute_papo_outcome_advantage(..., old_log_probs=, entropys=, sum_pi_squared=, "
+            "sum_pi_squared_log_pi=, phase_weights=) as documented in the papo_verl README."
+        )
+    if index is None:
+        raise PapoInputsMissing("algorithm.adv_estimator=papo needs `index` (the per-sample group uid)")
+    papo_cfg = papo_config_from_algorithm(config)
+    if norm_adv_by_std_in_grpo is None:
+        norm_adv_by_std_in_grpo = bool(_get(config, "norm_adv_by_std_in_grpo", True))
+    if epsilon is None:
+        epsilon = papo_cfg.epsilon
+    if isinstance(phase_weights, PhaseWeights):
+        expand, contract = phase_weights.expand, phase_weights.contract
+    else:
+        expand, contract = (float(w) for w in phase_weights)
+
+    shape = tuple(response_mask.shape)
+    for name, tensor in (("token_level_rewards", token_level_rewards), ("old_log_probs", old_log_probs),
+                         ("entropys", entropys), ("sum_pi_squared", sum_pi_squared),
+                         ("sum_pi_squared_log_pi", sum_pi_squared_log_pi)):
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"papo estimator: {name} has shape {tuple(tensor.shape)}, expected {shape} like response_mask")
+    if len(index) != shape[0]:
+        raise ValueError(f"papo estimator: index has {len(index)} entries for a batch of {shape[0]}")
+    mask = response_mask.bool()
+    for name, tensor in (("old_log_probs", old_log_probs), ("entropys", entropys), ("sum_pi_squared", sum_pi_squared),
+                         ("sum_pi_squared_log_pi", sum_pi_squared_log_pi), ("token_level_rewards", token_level_rewards)):
+        bad = mask & ~torch.isfinite(tensor)
+        if bad.any():
+            raise ValueError(f"papo estimator: {name} has {int(bad.sum())} non-finite value(s) on valid response tokens")
+
+    with torch.no_grad():
+        scores = token_level_rewards.sum(dim=-1)
+        groups = group_ids(index, device=scores.device)
+        result = papo_advantage(
+            scores, groups, response_mask, old_log_probs, entropys, sum_pi_squared, sum_pi_squared_log_pi,
+            expand, contract, norm_by_std=norm_adv_by_std_in_grpo, epsilon=epsilon, correction=papo_cfg.correction,
+            w_min=papo_cfg.w_min, w_max=papo_cfg.w_max, mass_reduce=mass_reduce,
+        )
+        if details is not None:
+            sampled = polarity_coefficient(old_log_probs, entropys, sum_pi_squared, sum_pi_squared_log_pi, "none")
+            details.update(
+                branch=result.branch, rho=result.rho, coefficient=result.coefficient,
+                base_advantages=result.base_advantages, result=result,
+                metrics=advantage_metrics(result, response_mask, sampled_coefficient=sampled,
+                                          raw_weights=(expand, contract), w_min=papo_cfg.w_min, w_max=papo_cfg.w_max),
+            )
+    advantages = result.advantages.to(token_level_rewards.dtype)
+    return advantages, advantages
+
+
+def register() -> None:
+    """Register ``papo`` in verl's advantage-estimator registry (idempotent)."""
+    from verl.trainer.ppo.core_algos import register_adv_est
+
+    register_adv_est(ESTIMATOR_NAME)(compute_papo_outcome_advantage)

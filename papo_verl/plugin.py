@@ -1,0 +1,70 @@
+"""verl plugin entry point: importing this module registers PAPO with verl.
+
+Installed as ``[verl.plugins] papo_verl = papo_verl.plugin``, so ``import verl`` in *any* process —
+the driver, the TaskRunner, every Ray worker — imports it. verl swallows entry-point import errors
+(logged at DEBUG), so this module logs its own failures at ERROR before re-raising. For debugging,
+``VERL_USE_EXTERNAL_MODULES=papo_verl.plugin`` makes ``import verl`` raise instead.
+
+Registration refuses to run under any verl other than the supported 0.9.x series.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+__all__ = ["SUPPORTED_VERL_SERIES", "UnsupportedVerlVersion", "check_verl_version", "register", "registered"]
+
+logger = logging.getLogger("papo_verl")
+
+SUPPORTED_VERL_SERIES = "0.9"
+PINNED_VERL = "0.9.1"
+
+registered: list[str] = []
+
+
+class UnsupportedVerlVersion(RuntimeError):
+    """papo_verl was imported by a verl it does not support."""
+
+
+def check_verl_version(version: str) -> None:
+    """Raise :class:`UnsupportedVerlVersion` unless ``version`` is a 0.9.x release."""
+    parts = str(version).split(".")
+    if parts[:2] != SUPPORTED_VERL_SERIES.split("."):
+        raise UnsupportedVerlVersion(
+            f"papo_verl supports verl {SUPPORTED_VERL_SERIES}.x (pinned {PINNED_VERL}); the installed verl is {version}. "
+            f"PAPO was NOT registered. Install the supported version: pip install 'verl[verl-core]=={PINNED_VERL}'."
+        )
+
+
+def _installed_verl_version() -> str:
+    import verl  # already (partially) imported when verl loads its plugins; __version__ is set first
+
+    version = getattr(verl, "__version__", None)
+    if version is None:
+        from importlib.metadata import version as dist_version
+
+        version = dist_version("verl")
+    return version
+
+
+def register(verl_version: Optional[str] = None) -> list[str]:
+    """Check the verl version, then register every PAPO component. Returns the registered names."""
+    check_verl_version(verl_version if verl_version is not None else _installed_verl_version())
+    from papo_verl import estimator
+
+    estimator.register()
+    names = [f"adv_estimator:{estimator.ESTIMATOR_NAME}"]
+    registered[:] = names
+    return names
+
+
+def _register_on_import() -> None:
+    try:
+        register()
+    except Exception:
+        logger.error("papo_verl: PAPO could not be registered with verl", exc_info=True)
+        raise
+
+
+_register_on_import()
