@@ -10,7 +10,7 @@ estimator from your own trainer").
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -145,8 +145,9 @@ def compute_papo_outcome_advantage(
     return advantages, advantages
 
 
-def register() -> None:
+def register() -> list[str]:
     """Register ``papo`` in verl's advantage-estimator registry (idempotent)."""
     from verl.trainer.ppo.core_algos import register_adv_est
 
     register_adv_est(ESTIMATOR_NAME)(compute_papo_outcome_advantage)
+    return [f"adv_estimator:{ESTIMATOR_NAME}"]

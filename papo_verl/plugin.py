@@ -48,13 +48,21 @@ def _installed_verl_version() -> str:
     return version
 
 
+# Each component module exposes ``register() -> list[str]`` (the names it registered with verl).
+COMPONENTS = (
+    "papo_verl.estimator",  # algorithm.adv_estimator=papo
+    "papo_verl.preflight",  # pre-Ray checks + trainer-mode selection for verl.trainer.main_ppo
+)
+
+
 def register(verl_version: Optional[str] = None) -> list[str]:
     """Check the verl version, then register every PAPO component. Returns the registered names."""
-    check_verl_version(verl_version if verl_version is not None else _installed_verl_version())
-    from papo_verl import estimator
+    import importlib
 
-    estimator.register()
-    names = [f"adv_estimator:{estimator.ESTIMATOR_NAME}"]
+    check_verl_version(verl_version if verl_version is not None else _installed_verl_version())
+    names: list[str] = []
+    for module in COMPONENTS:
+        names += importlib.import_module(module).register()
     registered[:] = names
     return names
 
