@@ -231,6 +231,7 @@ class PolarityValidator:
         self.pairs: deque[tuple[float, float]] = deque(maxlen=window)
         self.pending: Optional[float] = None  # predicted change of the last applied update
         self.last_entropy: Optional[float] = None
+        self.last_pair: Optional[tuple[float, float]] = None  # pair completed by the last observation
 
     def observe_entropy(self, mean_entropy: float) -> Optional[float]:
         """Record ``H̄`` of a new step; return the measured change since the previous step (or None)."""
@@ -238,8 +239,10 @@ class PolarityValidator:
         if not math.isfinite(value):
             return None
         measured = None if self.last_entropy is None else value - self.last_entropy
+        self.last_pair = None
         if measured is not None and self.pending is not None:
-            self.pairs.append((self.pending, measured))
+            self.last_pair = (self.pending, measured)
+            self.pairs.append(self.last_pair)
         self.pending = None
         self.last_entropy = value
         return measured
