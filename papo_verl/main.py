@@ -11,16 +11,59 @@ config as YAML without starting Ray.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from typing import Optional
 
 import hydra
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from papo_verl.config import PapoConfigError
 
 DRY_RUN_ENV = "PAPO_DRY_RUN"
+FILE_LOGGER_ENV = "VERL_FILE_LOGGER_PATH"
+logger = logging.getLogger("papo_verl")
+
+
+def _loggers(config: DictConfig) -> list[str]:
+    value = OmegaConf.select(config, "trainer.logger", default=[]) or []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def reserve_run_files(config: DictConfig) -> Optional[str]:
+    """Give this run a metrics log that no earlier run wrote, and store the resolved config beside it.
+
+    verl's ``file`` logger opens ``<VERL_FILE_LOGGER_ROOT>/<project>/<experiment>.jsonl`` in write mode,
+    so a resumed or repeated run would erase the earlier log. If that file exists, this run logs to
+    ``<experiment>-2.jsonl`` (``-3``, …) instead; the absolute path reaches every Ray process through
+    ``ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH``. The resolved config is written
+    to the same stem with ``.config.yaml`` (``papo-compare`` reads it). Returns the log path, or None
+    when the file logger is not configured.
+    """
+    if "file" not in _loggers(config):
+        return None
+    path = os.environ.get(FILE_LOGGER_ENV)
+    if not path:
+        root = os.path.expanduser(os.getenv("VERL_FILE_LOGGER_ROOT", "."))
+        path = os.path.join(root, str(config.trainer.project_name), f"{config.trainer.experiment_name}.jsonl")
+    path = os.path.abspath(path)
+    stem, ext = os.path.splitext(path)
+    candidate, k = path, 1
+    while os.path.exists(candidate) or os.path.exists(os.path.splitext(candidate)[0] + ".config.yaml"):
+        k += 1
+        candidate = f"{stem}-{k}{ext}"
+    if candidate != path:
+        logger.warning("papo_verl: %s already exists; this run logs to %s (nothing is overwritten)", path, candidate)
+    os.makedirs(os.path.dirname(candidate), exist_ok=True)
+    with open_dict(config):
+        OmegaConf.update(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{FILE_LOGGER_ENV}", candidate,
+                         force_add=True)
+    with open(os.path.splitext(candidate)[0] + ".config.yaml", "x", encoding="utf-8") as fh:
+        fh.write(OmegaConf.to_yaml(config, resolve=True))
+    open(candidate, "x").close()  # reserve the name now; verl's logger reopens it for writing
+    return candidate
 
 
 def run(config: DictConfig, dry_run: bool | None = None) -> None:
@@ -43,6 +86,9 @@ def run(config: DictConfig, dry_run: bool | None = None) -> None:
     if dry_run:
         print(OmegaConf.to_yaml(config, resolve=True))
         return
+    log_path = reserve_run_files(config)
+    if log_path:
+        print(f"papo_verl: metrics log {log_path} (resolved config beside it)")
     run_ppo(config, task_runner_class=TaskRunnerV1)
 
 

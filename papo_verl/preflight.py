@@ -171,7 +171,8 @@ def _check_parquet(config: DictConfig, key: str, path: str) -> None:
 def prepare(config: DictConfig, check_files: bool = True) -> DictConfig:
     """Select the trainer mode and run every pre-Ray check; returns the (updated) config.
 
-    ``check_files=False`` (dry runs) reports a missing model folder or data file as a warning.
+    ``check_files=False`` (dry runs) reports a missing model folder or data file, or missing host
+    hardware, as a warning: a cluster recipe can be checked on a laptop.
     """
     select_trainer_mode(config)
     if uses_papo(config):
@@ -182,8 +183,13 @@ def prepare(config: DictConfig, check_files: bool = True) -> DictConfig:
         if check_files:
             raise
         logger.warning("papo_verl (dry run): %s", err)
-    for check in _EXTRA_CHECKS:
-        check(config)
+    for check in _EXTRA_CHECKS:  # host checks (e.g. an absent accelerator): warnings in a dry run
+        try:
+            check(config)
+        except PreflightError as err:
+            if check_files:
+                raise
+            logger.warning("papo_verl (dry run): %s", err)
     return config
 
 

@@ -182,3 +182,20 @@ class PapoConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.field_names()}
+
+
+CONFIG_BLOCK_BEGIN = "<!-- papo-config:begin (copied from papo_verl/config/papo_trainer.yaml) -->"
+CONFIG_BLOCK_END = "<!-- papo-config:end -->"
+
+
+def yaml_block_markdown() -> str:
+    """The ``algorithm.papo`` block of ``papo_trainer.yaml``, as the README shows it."""
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "papo_trainer.yaml")
+    lines = open(path, encoding="utf-8").read().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "papo:")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i] and not lines[i].startswith("    ")
+               and not lines[i].startswith("#"))
+    block = "\n".join(lines[start:end]).rstrip()
+    return "\n".join([CONFIG_BLOCK_BEGIN, "```yaml", "algorithm:", block, "```", CONFIG_BLOCK_END])
