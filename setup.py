@@ -21,6 +21,7 @@ setup(
         "hydra-core",
         "wandb",
         "matplotlib",
+        "psutil",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout"],

@@ -50,8 +50,11 @@ def _installed_verl_version() -> str:
 
 # Each component module exposes ``register() -> list[str]`` (the names it registered with verl).
 COMPONENTS = (
+    "papo_verl.cpu",  # CPU-only hosts: cpu platform + hf_cpu rollout (first: before anything resolves the device)
     "papo_verl.estimator",  # algorithm.adv_estimator=papo
     "papo_verl.preflight",  # pre-Ray checks + trainer-mode selection for verl.trainer.main_ppo
+    "papo_verl.engine",  # actor-side Σπ², Σπ² log π (FSDP/FSDP2 engine subclass)
+    "papo_verl.trainer",  # trainer.v1.trainer_mode=papo
 )
 
 

@@ -199,3 +199,22 @@ def yaml_block_markdown() -> str:
                and not lines[i].startswith("#"))
     block = "\n".join(lines[start:end]).rstrip()
     return "\n".join([CONFIG_BLOCK_BEGIN, "```yaml", "algorithm:", block, "```", CONFIG_BLOCK_END])
+
+
+def _register_verl_config_search_path() -> None:
+    """Put ``pkg://verl.trainer.config`` on Hydra's search path (so ``defaults: [ppo_trainer]`` resolves).
+
+    A ``hydra.searchpath`` entry is honoured only in the primary config, and papo_trainer.yaml is also
+    included by papo_trainer_cpu.yaml; Hydra's SearchPathPlugin works for both.
+    """
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    class VerlConfigSearchPath(SearchPathPlugin):
+        def manipulate_search_path(self, search_path) -> None:
+            search_path.append(provider="verl", path="pkg://verl.trainer.config")
+
+    Plugins.instance().register(VerlConfigSearchPath)
+
+
+_register_verl_config_search_path()

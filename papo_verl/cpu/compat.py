@@ -1,0 +1,153 @@
+"""The two places where the CPU backend has to reach into verl 0.9 internals, version-guarded.
+
+verl 0.9.1 has no hook for either:
+
+1. ``verl.utils.distributed.initialize_global_process_group_ray`` builds its backend string as
+   ``f"cpu:gloo,{device}:{backend}"``; on the CPU platform that is ``"cpu:gloo,cpu:gloo"`` and torch
+   rejects it (``ValueError: Duplicate device type cpu in backend string``). :func:`patch_process_group_backend`
+   wraps the function so the default backend becomes ``"cpu:gloo"`` when the device is ``cpu``.
+   Modules that bound the name before the patch (``from verl.utils.distributed import ...``) are
+   re-pointed at the wrapper too.
+2. The worker-side rollout adapter registry is the private dict
+   ``verl.workers.rollout.base._ROLLOUT_REGISTRY`` (no public ``register``);
+   :func:`register_rollout_adapter` adds ``("hf_cpu", "async")`` to it.
+
+Both refuse to run on a verl outside the 0.9.x series (:class:`UnsupportedVerlInternals`): their
+targets are private and may move in another release. The engine-device mapping
+(:func:`map_engine_device`) only uses verl's documented ``VERL_ENGINE_DEVICE``/``VERL_ENGINE_VENDOR``
+overrides of ``EngineRegistry.get_engine_cls``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from typing import Callable, Optional
+
+__all__ = [
+    "ENGINE_DEVICE_ENV",
+    "ENGINE_VENDOR_ENV",
+    "SUPPORTED_VERL_SERIES",
+    "UnsupportedVerlInternals",
+    "map_engine_device",
+    "patch_process_group_backend",
+    "register_rollout_adapter",
+    "require_verl_internals",
+]
+
+logger = logging.getLogger("papo_verl")
+
+SUPPORTED_VERL_SERIES = "0.9"
+ENGINE_DEVICE_ENV = "VERL_ENGINE_DEVICE"
+ENGINE_VENDOR_ENV = "VERL_ENGINE_VENDOR"
+_PATCH_ATTR = "__papo_verl_cpu_backend_fix__"
+
+
+class UnsupportedVerlInternals(RuntimeError):
+    """A version-guarded patch of verl internals was asked to run on an unsupported verl."""
+
+
+def _installed_verl_version() -> str:
+    import verl
+
+    return getattr(verl, "__version__", None) or __import__("importlib.metadata").metadata.version("verl")
+
+
+def require_verl_internals(what: str, version: Optional[str] = None) -> str:
+    """Raise :class:`UnsupportedVerlInternals` unless verl is a 0.9.x release; returns the version.
+
+    ``what`` names the internal about to be touched, so the message says exactly what would break.
+    """
+    version = str(version if version is not None else _installed_verl_version())
+    if version.split(".")[:2] != SUPPORTED_VERL_SERIES.split("."):
+        raise UnsupportedVerlInternals(
+            f"papo_verl's CPU backend patches {what}, which it has verified only on verl "
+            f"{SUPPORTED_VERL_SERIES}.x; the installed verl is {version}. Install verl 0.9.1 "
+            "(pip install 'verl[verl-core]==0.9.1'), or run on an accelerator host without the CPU backend "
+            "(unset VERL_PLATFORM=cpu)."
+        )
+    return version
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. process-group backend string
+# ------------------------------------------------------------------------------------------------
+def cpu_backend_string(original: Callable) -> Callable:
+    """Wrap ``initialize_global_process_group_ray(timeout_second=None, backend=None)``.
+
+    With ``backend=None`` on device ``cpu`` the wrapper passes ``backend="cpu:gloo"``; any explicit
+    backend, and every other device, goes through unchanged.
+    """
+
+    @functools.wraps(original)
+    def initialize_global_process_group_ray(timeout_second=None, backend=None):
+        if backend is None:
+            from verl.utils.device import get_device_name
+
+            if get_device_name() == "cpu":
+                backend = "cpu:gloo"
+        return original(timeout_second=timeout_second, backend=backend)
+
+    setattr(initialize_global_process_group_ray, _PATCH_ATTR, True)
+    return initialize_global_process_group_ray
+
+
+def patch_process_group_backend(version: Optional[str] = None) -> str:
+    """Install :func:`cpu_backend_string` on ``verl.utils.distributed`` (idempotent, verl 0.9.x only).
+
+    Also re-binds the name in already-imported ``verl.*`` modules that imported it by value
+    (``verl.workers.engine_workers``, ``verl.checkpoint_engine.base``). Returns the registered name.
+    """
+    require_verl_internals("verl.utils.distributed.initialize_global_process_group_ray", version)
+    import verl.utils.distributed as distributed
+
+    current = distributed.initialize_global_process_group_ray
+    if getattr(current, _PATCH_ATTR, False):
+        return "patch:initialize_global_process_group_ray"
+    wrapper = cpu_backend_string(current)
+    distributed.initialize_global_process_group_ray = wrapper
+    for name, module in list(sys.modules.items()):
+        if name.startswith("verl.") and getattr(module, "initialize_global_process_group_ray", None) is current:
+            setattr(module, "initialize_global_process_group_ray", wrapper)
+    return "patch:initialize_global_process_group_ray"
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. worker-side rollout adapter registry
+# ------------------------------------------------------------------------------------------------
+def register_rollout_adapter(name: str, adapter_fqn: str, version: Optional[str] = None) -> str:
+    """Add ``(name, "async") -> adapter_fqn`` to verl's private ``_ROLLOUT_REGISTRY`` (verl 0.9.x only).
+
+    ``ActorRolloutRefWorker.init_model`` resolves ``rollout.name`` there with ``get_rollout_class``.
+    """
+    require_verl_internals("verl.workers.rollout.base._ROLLOUT_REGISTRY", version)
+    from verl.workers.rollout import base
+
+    registry = getattr(base, "_ROLLOUT_REGISTRY", None)
+    if not isinstance(registry, dict):
+        raise UnsupportedVerlInternals(
+            "verl.workers.rollout.base._ROLLOUT_REGISTRY is missing or not a dict in this verl; the hf_cpu rollout "
+            "adapter cannot be registered. Install verl 0.9.1 (pip install 'verl[verl-core]==0.9.1')."
+        )
+    registry[(name, "async")] = adapter_fqn
+    return f"rollout_adapter:{name}"
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. engine lookup for device "cpu" (public env overrides)
+# ------------------------------------------------------------------------------------------------
+def map_engine_device(environ: Optional[dict] = None) -> str:
+    """Make ``EngineRegistry.get_engine_cls`` resolve the CUDA engines on the CPU platform.
+
+    verl registers its FSDP engines for devices ``cuda``/``npu`` only, and papo_verl's engine
+    subclass under ``(cuda, nvidia)``; the FSDP2 code itself is device-agnostic. Sets
+    ``VERL_ENGINE_DEVICE=cuda`` and ``VERL_ENGINE_VENDOR=nvidia`` unless the user set them. The
+    variables are inherited by the Ray workers of a local cluster, and every worker sets them
+    again when it imports the plugin.
+    """
+    environ = os.environ if environ is None else environ
+    environ.setdefault(ENGINE_DEVICE_ENV, "cuda")
+    environ.setdefault(ENGINE_VENDOR_ENV, "nvidia")
+    return f"engine_device:{environ[ENGINE_DEVICE_ENV]}/{environ[ENGINE_VENDOR_ENV]}"

@@ -1,0 +1,146 @@
+"""Run a command as its own process tree: sample its memory, and leave nothing running afterwards.
+
+The end-to-end test starts ``python -m papo_verl.main``, which starts a local Ray cluster (gcs,
+raylet, ~10 worker processes) as its descendants. :class:`ProcessTreeRun` samples the tree every
+``interval_s`` (summed PSS and RSS, process count) and, whatever happens (success, failure,
+timeout), terminates every process of the tree it has seen that is still alive — identified by
+(pid, create_time), so a recycled pid is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import psutil
+
+__all__ = ["ProcessTreeRun", "TreeMemory"]
+
+
+@dataclass
+class TreeMemory:
+    """Peaks over the samples: summed PSS and RSS (bytes) and the largest number of processes."""
+
+    peak_pss: int = 0
+    peak_rss: int = 0
+    peak_processes: int = 0
+    samples: int = 0
+    top_at_peak: list = field(default_factory=list)  # [(name, pss_bytes)] of the biggest processes at the PSS peak
+
+
+def _descendants(root: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+class ProcessTreeRun:
+    """``with ProcessTreeRun(cmd, env=..., cwd=..., log_path=...) as run: rc = run.wait(timeout_s)``."""
+
+    def __init__(self, cmd: list[str], env: dict, cwd: str, log_path: str, interval_s: float = 1.0):
+        self.cmd, self.env, self.cwd, self.log_path, self.interval_s = cmd, env, cwd, log_path, interval_s
+        self.memory = TreeMemory()
+        self.seen: dict[int, float] = {}  # pid -> create_time
+        self.proc: Optional[subprocess.Popen] = None
+        self.started_at = 0.0
+        self._stop = threading.Event()
+        self._sampler: Optional[threading.Thread] = None
+
+    def __enter__(self) -> "ProcessTreeRun":
+        self._log = open(self.log_path, "wb")
+        self.started_at = time.time()
+        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self._root = psutil.Process(self.proc.pid)
+        self._sampler = threading.Thread(target=self._sample_loop, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample_loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval_s)
+
+    def sample(self) -> None:
+        pss = rss = 0
+        sizes = []
+        procs = _descendants(self._root)
+        for p in procs:
+            try:
+                self.seen.setdefault(p.pid, p.create_time())
+                info = p.memory_full_info()
+                pss += info.pss
+                rss += info.rss
+                sizes.append((p.name(), info.pss))
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        m = self.memory
+        m.samples += 1
+        m.peak_rss = max(m.peak_rss, rss)
+        m.peak_processes = max(m.peak_processes, len(procs))
+        if pss > m.peak_pss:
+            m.peak_pss = pss
+            m.top_at_peak = sorted(sizes, key=lambda s: -s[1])[:8]
+
+    def wait(self, timeout_s: float) -> Optional[int]:
+        """The exit code, or None if the command ran past ``timeout_s`` (it is then killed by __exit__)."""
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def leftovers(self) -> list[psutil.Process]:
+        """Processes of the tree still alive (same pid and create_time as when seen)."""
+        alive = []
+        for pid, created in self.seen.items():
+            try:
+                p = psutil.Process(pid)
+                if p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                continue
+        return alive
+
+    def terminate_all(self, grace_s: float = 15.0) -> int:
+        """SIGTERM then SIGKILL every surviving process of the tree; returns how many were signalled."""
+        victims = self.leftovers()
+        for p in victims:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(victims, timeout=grace_s)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+        return len(victims)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join(timeout=10)
+        if self.proc.poll() is None:
+            self.sample()  # record the current descendants before they are re-parented
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # the driver first: Ray shuts its cluster down on SIGTERM
+                self.proc.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        # give a normally exiting driver's Ray shutdown a moment, then remove whatever is left
+        deadline = time.time() + 10
+        while self.leftovers() and time.time() < deadline:
+            time.sleep(0.5)
+        self.terminate_all()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()
