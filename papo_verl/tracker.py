@@ -165,7 +165,7 @@ class EntropyTracker:
             "papo/entropy_level": float("nan") if self.level is None else self.level,
             "papo/entropy_trend": self.trend,
             "papo/tracker_rejected": float(self.rejected),
-            "papo/tracker_warmup": 1.0 if self.in_warmup else 0.0,
+            "papo/tracker_warmup": 1.0 if self.steps <= self.config.warmup_steps else 0.0,  # weights were neutral
         }
         if self.last is not None:
             out["papo/entropy"] = self.last

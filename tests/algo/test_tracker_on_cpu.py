@@ -18,6 +18,9 @@ def test_neutral_during_warmup():
     assert all(w == PhaseWeights(1.0, 1.0, 0.0) for w in weights)
     assert tracker.reference == pytest.approx(1.5)
     assert not tracker.in_warmup
+    assert tracker.metrics()["papo/tracker_warmup"] == 1.0  # the third step's weights were still neutral
+    tracker.update(1.0)
+    assert tracker.metrics()["papo/tracker_warmup"] == 0.0
 
 
 def test_falling_entropy_favours_expansion():

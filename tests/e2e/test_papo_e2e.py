@@ -1,0 +1,80 @@
+"""End to end: PAPO with verl's real v1 trainer on CPU (trainer mode, engine statistics, loss hook,
+checkpointed tracker, resume).
+
+Asserted on a 3-step run (2 PPO epochs per step, checkpoint at step 2) and its resumption:
+* exit code 0, no surviving process, rollout/trainer log-probs equal (fp32);
+* every papo/* and actor/papo/* metric of the glossary is logged, finite and in range at every step;
+* identities between driver and workers: the weights the workers received are the driver's, and
+  the shares of tokens per branch seen by the loss equal those labelled on the driver;
+* global_step_2/papo_state.json holds the tracker after 2 steps; the resumed run starts at step 3
+  with the restored tracker (no new warm-up, the same H_ref), continues the uninterrupted run's
+  phase weights at step 3 (same data, same weights, same tracker state), and logs to a new file
+  without touching the first run's log.
+"""
+
+import json
+import math
+
+import pytest
+
+from papo_verl.metrics import METRICS_GLOSSARY
+
+pytestmark = pytest.mark.slow
+
+# metrics logged from the first step on (dH_* need history, entropy_ref the end of warm-up,
+# entropy_target a schedule)
+EVERY_STEP = [k for k in METRICS_GLOSSARY if not k.startswith("papo/dH_")
+              and k not in ("papo/entropy_target", "papo/entropy_ref")]
+
+
+def test_papo_on_cpu_end_to_end(papo_run):
+    run = papo_run
+    assert run.rc == 0, f"exit code {run.rc} after {run.wall_s:.0f} s; log tail:\n{run.log_tail}"
+    assert not run.leftovers, f"processes of the run survived it: {run.leftovers}"
+    assert sorted(run.steps) == [1, 2, 3]
+    for step, m in run.steps.items():
+        missing = [k for k in EVERY_STEP if k not in m]
+        assert not missing, (step, missing)
+        for k, v in m.items():
+            if k.startswith(("papo/", "actor/papo/")):
+                assert math.isfinite(v), (step, k, v)
+        assert m["training/rollout_probs_diff_max"] < 1e-5
+        # driver → workers: the broadcast weights arrived
+        assert m["actor/papo/expand_weight"] == pytest.approx(m["papo/expand_weight"], rel=1e-9)
+        assert m["actor/papo/contract_weight"] == pytest.approx(m["papo/contract_weight"], rel=1e-9)
+        # the loss sees the driver's labels: same branch token shares
+        assert m["actor/papo/token_share_expand"] == pytest.approx(m["papo/token_share_expand"], rel=1e-6)
+        assert m["actor/papo/token_share_contract"] == pytest.approx(m["papo/token_share_contract"], rel=1e-6)
+        for k in ("actor/papo/pg_mass_share_expand", "actor/papo/clip_frac_expand", "actor/papo/polarity_flip_share",
+                  "papo/adv_mass_share_expand_reweighted", "papo/correction_flip_share"):
+            assert 0.0 <= m[k] <= 1.0, (step, k, m[k])
+        assert m["papo/tracker_warmup"] == (1.0 if step <= 2 else 0.0)
+        assert m["papo/tracker_rejected"] == 0.0
+    assert "papo/dH_measured" in run.steps[2] and "papo/dH_predicted" in run.steps[3]
+    assert "papo/entropy_ref" not in run.steps[1] and "papo/entropy_ref" in run.steps[2]
+    # second-epoch updates are off-policy: the polarity of some token changes under the new policy
+    assert max(run.steps[s]["actor/papo/polarity_flip_share"] for s in run.steps) > 0
+
+    state = json.loads((run.checkpoint_dir / "global_step_2" / "papo_state.json").read_text())
+    assert state["version"] == 1 and state["tracker"]["steps"] == 2
+    assert state["tracker"]["reference"] == pytest.approx(run.steps[2]["papo/entropy_ref"], rel=1e-12)
+    print(f"\nPAPO CPU e2e: wall {run.wall_s:.1f} s; peak PSS {run.peak_pss_gib:.2f} GiB, "
+          f"peak RSS {run.peak_rss_gib:.2f} GiB")
+
+
+def test_papo_resumes_with_its_tracker(papo_run, papo_resumed_run):
+    first, resumed = papo_run, papo_resumed_run
+    assert resumed.rc == 0, f"resumed run failed; log tail:\n{resumed.log_tail}"
+    assert not resumed.leftovers
+    assert sorted(resumed.steps) == [3, 4, 5]
+    # nothing already written is overwritten: the first run's metrics log is intact, the resumed run has its own
+    assert resumed.metrics_file != first.metrics_file and resumed.metrics_file.endswith("papo-2.jsonl")
+    first_rows = [json.loads(line) for line in open(first.metrics_file)]
+    assert [r["step"] for r in first_rows if "training/global_step" in r["data"]] == [1, 2, 3]
+    m3 = resumed.steps[3]
+    assert m3["papo/tracker_warmup"] == 0.0  # the tracker was restored: no new warm-up
+    assert m3["papo/entropy_ref"] == pytest.approx(first.steps[2]["papo/entropy_ref"], rel=1e-12)
+    assert "papo/dH_measured" in m3  # the validator's history was restored as well
+    # step 3 is computed from the same checkpoint (weights, dataloader, tracker) as in the first run
+    assert m3["papo/entropy"] == pytest.approx(first.steps[3]["papo/entropy"], rel=1e-4)
+    assert m3["papo/tilt"] == pytest.approx(first.steps[3]["papo/tilt"], abs=1e-3)
