@@ -21,14 +21,19 @@ setup(
         "hydra-core",
         "wandb",
         "matplotlib",
+        "pandas",
         "psutil",
+        "pyyaml",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout"],
+        # triton: the one-pass GPU kernel is compiled and checked through Triton's CPU interpreter in CI
+        "test": ["pytest>=8", "pytest-timeout",
+                 "triton==3.9.0; platform_system == 'Linux' and platform_machine == 'x86_64'"],
         # Cluster extras: never installed on CPU machines (they pull CUDA builds of torch).
         "gpu": ["vllm", "flash-attn"],
     },
     entry_points={
         "verl.plugins": ["papo_verl = papo_verl.plugin"],
+        "console_scripts": ["papo-compare = papo_verl.compare.cli:main"],
     },
 )

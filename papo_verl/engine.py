@@ -16,8 +16,9 @@ update unless ``entropy_coeff != 0``), so PAPO reads the logits once, as GRPO do
 Layouts handled like verl's own outputs: remove-padding (packed, with Ulysses sequence-parallel
 gather and static pad stripping) or padded ``(bsz, L, V)``; tensor-parallel ``DTensor`` logits are
 reduced from their vocabulary shards (partial sums + all-reduce, no full-vocabulary gather).
-Outputs are nested ``(bsz, prompt_len + response_len)`` tensors keyed :data:`OUTPUT_KEYS`, which
-verl writes to TransferQueue as fields of the same name.
+Outputs are nested ``(bsz, prompt_len + response_len)`` tensors keyed :data:`OUTPUT_KEYS` — ``Σπ²``,
+``Σπ² log π`` and the polarity coefficient ``P_t`` of the same tokens (from verl's log-probs and
+these statistics) — which verl writes to TransferQueue as fields of the same name.
 """
 
 from __future__ import annotations
@@ -33,18 +34,20 @@ from torch import Tensor
 from verl.utils import tensordict_utils as tu
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
-from papo_verl.algo import finalize_logit_sums
+from papo_verl.algo import finalize_logit_sums, polarity_coefficient
+from papo_verl.fields import (  # re-exported: the engine's output names
+    ENTROPY_KEY,
+    OUTPUT_KEYS,
+    POLARITY_KEY,
+    STATS_FLAG,
+    SUM_PI_SQUARED_KEY,
+    SUM_PI_SQUARED_LOG_PI_KEY,
+)
 
-__all__ = ["ENTROPY_KEY", "OUTPUT_KEYS", "PapoFSDPEngineWithLMHead", "STATS_FLAG", "register", "token_statistics"]
+__all__ = ["ENTROPY_KEY", "OUTPUT_KEYS", "POLARITY_KEY", "PapoFSDPEngineWithLMHead", "STATS_FLAG", "register",
+           "token_statistics"]
 
 logger = logging.getLogger("papo_verl")
-
-STATS_FLAG = "papo_logit_stats"  # NonTensorData: None/False, or {"backend", "chunk_size", "entropy_needs_grad"}
-SUM_PI_SQUARED_KEY = "papo_sum_pi_squared"
-SUM_PI_SQUARED_LOG_PI_KEY = "papo_sum_pi_squared_log_pi"
-ENTROPY_KEY = "papo_entropy"  # emitted only when verl itself was not asked for the entropy
-OUTPUT_KEYS = (SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY)
-
 
 def _vocab_parallel_statistics(local_logits: Tensor, temperature: Tensor, group, options: dict) -> tuple[Tensor, ...]:
     """``(H, Σπ², Σπ² log π)`` ``[n]`` of logits whose vocabulary is sharded over ``group``.
@@ -146,6 +149,12 @@ class PapoFSDPEngineWithLMHead(FSDPEngineWithLMHead):
                 model_output[ENTROPY_KEY] = entropy
         model_output[SUM_PI_SQUARED_KEY] = s2
         model_output[SUM_PI_SQUARED_LOG_PI_KEY] = s2l
+        # the polarity coefficient of the same tokens: a θ_old statistic like the others, computed here
+        # (on the accelerator) so that the driver reads one field instead of four
+        log_probs = model_output["log_probs"].values().detach()
+        coeff = polarity_coefficient(log_probs, entropy.values(), s2.values(), s2l.values(),
+                                     options.get("correction", "exact"))
+        model_output[POLARITY_KEY] = torch.nested.nested_tensor_from_jagged(coeff, s2.offsets())
         return model_output
 
     def _papo_statistics(self, output, output_args, micro_batch, options):
@@ -188,3 +197,9 @@ def register() -> list[str]:
                                 vendor=list(ENGINE_VENDORS))(PapoFSDPEngineWithLMHead)
         _registered = True
     return [f"engine:language_model/fsdp,fsdp2/cuda/{vendor}" for vendor in ENGINE_VENDORS]
+
+
+# if this module's own imports loaded verl (and so this plugin) while it was half-defined, register now
+from papo_verl import plugin as _plugin  # noqa: E402
+
+_plugin.complete_registration(__name__)

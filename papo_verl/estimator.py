@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from papo_verl.algo import group_ids, papo_advantage, polarity_coefficient
+from papo_verl.algo import group_ids, papo_advantage
 from papo_verl.config import PapoConfig
 from papo_verl.metrics import advantage_metrics
 from papo_verl.tracker import PhaseWeights
@@ -23,7 +23,7 @@ from papo_verl.tracker import PhaseWeights
 __all__ = ["ESTIMATOR_NAME", "PapoInputsMissing", "compute_papo_outcome_advantage", "papo_config_from_algorithm"]
 
 ESTIMATOR_NAME = "papo"
-_POLARITY_INPUTS = ("old_log_probs", "entropys", "sum_pi_squared", "sum_pi_squared_log_pi", "phase_weights")
+_POLARITY_INPUTS = ("old_log_probs", "entropys", "phase_weights")
 
 
 class PapoInputsMissing(ValueError):
@@ -58,6 +58,7 @@ def compute_papo_outcome_advantage(
     sum_pi_squared: Optional[Tensor] = None,
     sum_pi_squared_log_pi: Optional[Tensor] = None,
     phase_weights: Union[PhaseWeights, tuple, None] = None,
+    polarity_coefficient: Optional[Tensor] = None,
     epsilon: Optional[float] = None,
     norm_adv_by_std_in_grpo: Optional[bool] = None,
     mass_reduce: Optional[Callable[[Tensor], Tensor]] = None,
@@ -81,14 +82,19 @@ def compute_papo_outcome_advantage(
         phase_weights: :class:`~papo_verl.tracker.PhaseWeights` or ``(expand, contract)`` before conservation.
 
     Optional:
+        polarity_coefficient: ``(bs, T)`` ``P_t`` already computed from the same statistics (the PAPO
+            engine emits it with the same ``correction``); replaces the computation from
+            ``sum_pi_squared`` and ``sum_pi_squared_log_pi``, which may then be omitted.
         mass_reduce: applied to the float64 ``[2]`` branch masses (an all-reduce when the batch is
             split across processes), so every shard uses the same weights.
         details: a dict filled with ``branch`` (int8 ``(bs, T)``: +1 expanding, −1 contracting, 0),
-            ``rho``, ``coefficient``, ``base_advantages`` and ``metrics`` (``papo/*`` scalars).
+            ``result`` (the :class:`~papo_verl.algo.PapoAdvantage`: ``rho``, ``coefficient``,
+            ``base_advantages`` on demand) and ``metrics`` (``papo/*`` scalars).
     """
-    missing = [name for name, value in zip(
-        _POLARITY_INPUTS, (old_log_probs, entropys, sum_pi_squared, sum_pi_squared_log_pi, phase_weights)
-    ) if value is None]
+    missing = [name for name, value in zip(_POLARITY_INPUTS, (old_log_probs, entropys, phase_weights)) if value is None]
+    if polarity_coefficient is None:
+        missing += [name for name, value in (("sum_pi_squared", sum_pi_squared),
+                                             ("sum_pi_squared_log_pi", sum_pi_squared_log_pi)) if value is None]
     if missing:
         raise PapoInputsMissing(
             "algorithm.adv_estimator=papo needs the old policy's per-token polarity inputs, which verl's stock "
@@ -113,36 +119,45 @@ def compute_papo_outcome_advantage(
     shape = tuple(response_mask.shape)
     for name, tensor in (("token_level_rewards", token_level_rewards), ("old_log_probs", old_log_probs),
                          ("entropys", entropys), ("sum_pi_squared", sum_pi_squared),
-                         ("sum_pi_squared_log_pi", sum_pi_squared_log_pi)):
-        if tuple(tensor.shape) != shape:
+                         ("sum_pi_squared_log_pi", sum_pi_squared_log_pi), ("polarity_coefficient", polarity_coefficient)):
+        if tensor is not None and tuple(tensor.shape) != shape:
             raise ValueError(f"papo estimator: {name} has shape {tuple(tensor.shape)}, expected {shape} like response_mask")
     if len(index) != shape[0]:
         raise ValueError(f"papo estimator: index has {len(index)} entries for a batch of {shape[0]}")
-    mask = response_mask.bool()
-    for name, tensor in (("old_log_probs", old_log_probs), ("entropys", entropys), ("sum_pi_squared", sum_pi_squared),
-                         ("sum_pi_squared_log_pi", sum_pi_squared_log_pi), ("token_level_rewards", token_level_rewards)):
-        bad = mask & ~torch.isfinite(tensor)
-        if bad.any():
-            raise ValueError(f"papo estimator: {name} has {int(bad.sum())} non-finite value(s) on valid response tokens")
-
     with torch.no_grad():
         scores = token_level_rewards.sum(dim=-1)
         groups = group_ids(index, device=scores.device)
         result = papo_advantage(
             scores, groups, response_mask, old_log_probs, entropys, sum_pi_squared, sum_pi_squared_log_pi,
             expand, contract, norm_by_std=norm_adv_by_std_in_grpo, epsilon=epsilon, correction=papo_cfg.correction,
-            w_min=papo_cfg.w_min, w_max=papo_cfg.w_max, mass_reduce=mass_reduce,
+            w_min=papo_cfg.w_min, w_max=papo_cfg.w_max, mass_reduce=mass_reduce, with_row_stats=details is not None,
+            coefficient=polarity_coefficient,
         )
+        if not result.finite():  # name the offending input (the check is only paid when something is wrong)
+            _raise_non_finite(response_mask, old_log_probs=old_log_probs, entropys=entropys,
+                              sum_pi_squared=sum_pi_squared, sum_pi_squared_log_pi=sum_pi_squared_log_pi,
+                              polarity_coefficient=polarity_coefficient, token_level_rewards=token_level_rewards)
         if details is not None:
-            sampled = polarity_coefficient(old_log_probs, entropys, sum_pi_squared, sum_pi_squared_log_pi, "none")
             details.update(
-                branch=result.branch, rho=result.rho, coefficient=result.coefficient,
-                base_advantages=result.base_advantages, result=result,
-                metrics=advantage_metrics(result, response_mask, sampled_coefficient=sampled,
-                                          raw_weights=(expand, contract), w_min=papo_cfg.w_min, w_max=papo_cfg.w_max),
+                branch=result.branch, result=result,
+                metrics=advantage_metrics(result, raw_weights=(expand, contract), w_min=papo_cfg.w_min,
+                                          w_max=papo_cfg.w_max, correction=papo_cfg.correction),
             )
     advantages = result.advantages.to(token_level_rewards.dtype)
     return advantages, advantages
+
+
+def _raise_non_finite(response_mask: Tensor, **tensors: Tensor) -> None:
+    """Raise naming every input with non-finite values on valid response tokens (padding may hold anything)."""
+    mask = response_mask.bool()
+    problems = []
+    for name, tensor in tensors.items():
+        if tensor is None:
+            continue
+        bad = mask & ~torch.isfinite(tensor)
+        if bad.any():
+            problems.append(f"{name} has {int(bad.sum())} non-finite value(s) on valid response tokens")
+    raise ValueError("papo estimator: " + ("; ".join(problems) or "non-finite statistics on valid response tokens"))
 
 
 def register() -> list[str]:

@@ -23,12 +23,10 @@ from typing import Any, Optional
 import torch
 
 from papo_verl.algo import polarity_coefficient
-from papo_verl.engine import ENTROPY_KEY, SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY
+from papo_verl.fields import BRANCH_FIELD, ENTROPY_KEY, PHASE_KEY, POLARITY_KEY, SUM_PI_SQUARED_KEY, \
+    SUM_PI_SQUARED_LOG_PI_KEY
 
 __all__ = ["BRANCH_FIELD", "PHASE_KEY", "PapoPolicyLoss", "RAW_COUNT_KEYS", "branch_shares"]
-
-BRANCH_FIELD = "papo_branch"  # TransferQueue field: int8 (bsz, response_len), +1 / −1 / 0
-PHASE_KEY = "papo"  # non-tensor dict broadcast with the batch: expand, contract, tilt, correction
 
 _P = "actor/papo/"
 RAW_COUNT_KEYS = tuple(_P + k for k in (
@@ -122,12 +120,15 @@ class PapoPolicyLoss:
             "n_zero_grad_expand": (expand & (grad == 0)).sum(),
             "n_zero_grad_contract": (contract & (grad == 0)).sum(),
         }
-        s2 = model_output.get(SUM_PI_SQUARED_KEY)
-        entropy = model_output.get("entropy", model_output.get(ENTROPY_KEY))
-        if s2 is not None and entropy is not None:
+        coeff = None
+        if POLARITY_KEY in model_output:  # the engine's P_t under the current policy
+            coeff = no_padding_2_padding(model_output[POLARITY_KEY], data).detach()
+        elif SUM_PI_SQUARED_KEY in model_output:
+            entropy = model_output.get("entropy", model_output.get(ENTROPY_KEY))
             current = [no_padding_2_padding(t, data).detach() for t in
-                       (entropy, s2, model_output[SUM_PI_SQUARED_LOG_PI_KEY])]
+                       (entropy, model_output[SUM_PI_SQUARED_KEY], model_output[SUM_PI_SQUARED_LOG_PI_KEY])]
             coeff = polarity_coefficient(log_prob, current[0], current[1], current[2], self.correction)
+        if coeff is not None:
             labelled = branch != 0
             sign_now = torch.sign(advantages * coeff).to(torch.int8)
             counts["n_labelled"] = labelled.sum()

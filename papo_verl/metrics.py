@@ -12,7 +12,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from papo_verl.algo import PapoAdvantage
+from papo_verl.algo import ROW_P_ABS_SUM, ROW_P_NEG, ROW_P_POS, ROW_P_SUM, ROW_SAMPLED_DISAGREE, ROW_VALID, \
+    PapoAdvantage
 
 __all__ = ["METRICS_GLOSSARY", "advantage_metrics"]
 
@@ -64,60 +65,71 @@ METRICS_GLOSSARY: dict[str, tuple[str, str]] = {
 }
 
 
-def _share(num: Tensor, den: Tensor) -> float:
+def _share(num, den) -> float:
     den = float(den)
     return float(num) / den if den > 0 else 0.0
 
 
 def advantage_metrics(
     result: PapoAdvantage,
-    response_mask: Tensor,
     *,
-    sampled_coefficient: Optional[Tensor] = None,
     raw_weights: Optional[tuple[float, float]] = None,
     w_min: float = 0.2,
     w_max: float = 5.0,
+    correction: str = "exact",
 ) -> dict[str, float]:
     """Batch metrics of one PAPO advantage computation (keys in :data:`METRICS_GLOSSARY`).
 
+    Computed from the per-response aggregates of :func:`papo_verl.algo.papo_advantage` in O(B): since
+    ``A`` is constant over a response, the tokens of response ``b`` with ``P > 0`` are expanding when
+    ``A_b > 0`` and contracting when ``A_b < 0`` (and the reverse for ``P < 0``).
+
     Args:
         result: output of :func:`papo_verl.algo.papo_advantage`.
-        response_mask: ``[B, T]`` valid tokens.
-        sampled_coefficient: ``[B, T]`` sampled-term-only coefficient, for ``correction_flip_share``.
         raw_weights: ``(expand, contract)`` before conservation.
+        correction: the ``correction`` used (``correction_flip_share`` only exists for ``"exact"``).
     """
-    valid = response_mask.bool()
-    n_valid = valid.sum()
-    branch = result.branch
-    base, adv, rho = result.base_advantages.double(), result.advantages.double(), result.rho
-    pos, neg = (base > 0) & valid, (base < 0) & valid
-    expand, contract = branch > 0, branch < 0
-    mass = base.abs()
-    mass_re = adv.abs()
+    stats = result.row_stats
+    a = result.row_advantages.double()
+    pos, neg = a > 0, a < 0
+    n_valid = stats[:, ROW_VALID]
+    p_pos, p_neg = stats[:, ROW_P_POS], stats[:, ROW_P_NEG]
+    expand = torch.where(pos, p_pos, torch.where(neg, p_neg, torch.zeros_like(p_pos)))
+    contract = torch.where(pos, p_neg, torch.where(neg, p_pos, torch.zeros_like(p_pos)))
+    neutral = n_valid - expand - contract
+    total = n_valid.sum()
+    mag = a.abs()
+    w_plus, w_minus = result.expand_weight, result.contract_weight
+    mass_expand, mass_contract, mass_neutral = (mag * expand).sum(), (mag * contract).sum(), (mag * neutral).sum()
+    mass = mass_expand + mass_contract + mass_neutral
+    mass_re = w_plus * mass_expand + w_minus * mass_contract + mass_neutral
+    # Σ_t Â_t P_t: for A_b > 0 the P > 0 part (sum_pos) is expanding, for A_b < 0 the P < 0 part
+    sum_pos = 0.5 * (stats[:, ROW_P_SUM] + stats[:, ROW_P_ABS_SUM])
+    sum_neg = 0.5 * (stats[:, ROW_P_SUM] - stats[:, ROW_P_ABS_SUM])
+    weighted = torch.where(pos, w_plus * sum_pos + w_minus * sum_neg, w_plus * sum_neg + w_minus * sum_pos)
     out = {
-        "papo/expand_weight": result.expand_weight,
-        "papo/contract_weight": result.contract_weight,
+        "papo/expand_weight": w_plus,
+        "papo/contract_weight": w_minus,
         "papo/conservation_scale": result.scale,
-        "papo/token_share_expand": _share(expand.sum(), n_valid),
-        "papo/token_share_contract": _share(contract.sum(), n_valid),
-        "papo/token_share_neutral": _share((valid & (branch == 0)).sum(), n_valid),
-        "papo/adv_mass_share_expand": _share((mass * expand).sum(), (mass * valid).sum()),
-        "papo/adv_mass_share_expand_reweighted": _share((mass_re * expand).sum(), (mass_re * valid).sum()),
-        "papo/quadrant_pos_adv_expand": _share((pos & expand).sum(), n_valid),
-        "papo/quadrant_pos_adv_contract": _share((pos & contract).sum(), n_valid),
-        "papo/quadrant_neg_adv_expand": _share((neg & expand).sum(), n_valid),
-        "papo/quadrant_neg_adv_contract": _share((neg & contract).sum(), n_valid),
-        "papo/polarity_mean": _share((rho.double() * valid).sum(), n_valid),
-        "papo/polarity_mean_reweighted": _share((adv * result.coefficient.double() * valid).sum(), n_valid),
+        "papo/token_share_expand": _share(expand.sum(), total),
+        "papo/token_share_contract": _share(contract.sum(), total),
+        "papo/token_share_neutral": _share(neutral.sum(), total),
+        "papo/adv_mass_share_expand": _share(mass_expand, mass),
+        "papo/adv_mass_share_expand_reweighted": _share(w_plus * mass_expand, mass_re),
+        "papo/quadrant_pos_adv_expand": _share(p_pos[pos].sum(), total),
+        "papo/quadrant_pos_adv_contract": _share(p_neg[pos].sum(), total),
+        "papo/quadrant_neg_adv_expand": _share(p_neg[neg].sum(), total),
+        "papo/quadrant_neg_adv_contract": _share(p_pos[neg].sum(), total),
+        "papo/polarity_mean": _share((a * stats[:, ROW_P_SUM]).sum(), total),
+        "papo/polarity_mean_reweighted": _share((a * weighted).sum(), total),
     }
     if raw_weights is not None:
         out["papo/expand_weight_raw"], out["papo/contract_weight_raw"] = float(raw_weights[0]), float(raw_weights[1])
         scaled = (result.scale * raw_weights[0], result.scale * raw_weights[1])
         out["papo/clamped"] = float(any(s < w_min or s > w_max for s in scaled))
-    if sampled_coefficient is not None:
-        nonzero = valid & (base != 0)
-        flipped = nonzero & (torch.sign(sampled_coefficient) != torch.sign(result.coefficient))
-        out["papo/correction_flip_share"] = _share(flipped.sum(), nonzero.sum())
+    if correction == "exact":
+        nonzero = pos | neg
+        out["papo/correction_flip_share"] = _share(stats[nonzero, ROW_SAMPLED_DISAGREE].sum(), n_valid[nonzero].sum())
     return out
 
 

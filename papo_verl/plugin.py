@@ -11,9 +11,11 @@ Registration refuses to run under any verl other than the supported 0.9.x series
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Optional
 
-__all__ = ["SUPPORTED_VERL_SERIES", "UnsupportedVerlVersion", "check_verl_version", "register", "registered"]
+__all__ = ["SUPPORTED_VERL_SERIES", "UnsupportedVerlVersion", "check_verl_version", "complete_registration",
+           "register", "registered"]
 
 logger = logging.getLogger("papo_verl")
 
@@ -21,6 +23,7 @@ SUPPORTED_VERL_SERIES = "0.9"
 PINNED_VERL = "0.9.1"
 
 registered: list[str] = []
+_deferred: set[str] = set()  # components that were still importing when verl loaded this plugin
 
 
 class UnsupportedVerlVersion(RuntimeError):
@@ -65,9 +68,23 @@ def register(verl_version: Optional[str] = None) -> list[str]:
     check_verl_version(verl_version if verl_version is not None else _installed_verl_version())
     names: list[str] = []
     for module in COMPONENTS:
-        names += importlib.import_module(module).register()
+        component = importlib.import_module(module)
+        register_component = getattr(component, "register", None)
+        if register_component is None:
+            # `import papo_verl.trainer` (say) imported verl, which loaded this plugin while the trainer
+            # module was still half-defined: it completes its own registration at its end
+            _deferred.add(module)
+            continue
+        names += register_component()
     registered[:] = names
     return names
+
+
+def complete_registration(module_name: str) -> None:
+    """Called at the end of a component module: finish its registration if it was deferred."""
+    if module_name in _deferred:
+        _deferred.discard(module_name)
+        registered.extend(sys.modules[module_name].register())
 
 
 def _register_on_import() -> None:

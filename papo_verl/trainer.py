@@ -2,8 +2,9 @@
 
 ``PapoTrainer`` is verl's synchronous v1 trainer with four PAPO stages:
 
-1. ``_compute_old_log_prob``: the θ_old forward also returns ``Σπ²`` and ``Σπ² log π`` (flag
-   :data:`papo_verl.engine.STATS_FLAG`; the entropy comes from the same single pass over the logits).
+1. ``_compute_old_log_prob``: the θ_old forward also returns ``Σπ²``, ``Σπ² log π`` and the
+   polarity coefficient ``P_t`` (flag :data:`papo_verl.engine.STATS_FLAG`; the entropy comes from the
+   same single pass over the logits).
 2. ``_compute_advantage``: the token-mean entropy of the batch feeds the driver-side
    :class:`~papo_verl.tracker.EntropyTracker`; the registered ``papo`` estimator turns the GRPO base
    advantage and the polarity statistics into reweighted advantages and per-token branch labels,
@@ -26,7 +27,6 @@ import os
 from typing import Any, Optional
 
 import numpy as np
-import torch
 import transfer_queue as tq
 from tensordict import TensorDict
 
@@ -39,10 +39,11 @@ from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.utils.padding import response_from_nested, response_to_nested
 
+from papo_verl.algo import masked_token_mean
 from papo_verl.config import PapoConfig
-from papo_verl.engine import STATS_FLAG, SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY
+from papo_verl.fields import BRANCH_FIELD, PHASE_KEY, POLARITY_KEY, STATS_FLAG
 from papo_verl.estimator import ESTIMATOR_NAME, papo_config_from_algorithm
-from papo_verl.loss import BRANCH_FIELD, PHASE_KEY, PapoPolicyLoss, branch_shares
+from papo_verl.loss import PapoPolicyLoss, branch_shares
 from papo_verl.preflight import TRAINER_MODE
 from papo_verl.tracker import EntropyTracker, PhaseWeights, PolarityValidator
 
@@ -109,12 +110,6 @@ class PapoState:
         return True
 
 
-def _masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
-    mask = mask.bool()
-    n = int(mask.sum())
-    return float(values.double()[mask].sum() / n) if n else float("nan")
-
-
 class PapoTrainer(PPOTrainerSync):
     """verl's synchronous v1 trainer with PAPO's advantage (see the module docstring)."""
 
@@ -143,6 +138,7 @@ class PapoTrainer(PPOTrainerSync):
             "backend": self.papo.config.stats_backend,
             "chunk_size": self.papo.config.stats_chunk_size,
             "entropy_needs_grad": bool(during_update and actor.entropy_coeff != 0),
+            "correction": self.papo.config.correction,
         }
 
     def on_init_end(self):
@@ -161,16 +157,15 @@ class PapoTrainer(PPOTrainerSync):
     def _compute_advantage(self, batch, metrics):
         """verl's ``_compute_advantage`` with the polarity inputs passed to the ``papo`` estimator."""
         fields = ["uid", "response_mask", "rm_scores", "rollout_log_probs", "old_log_probs", "ref_log_prob",
-                  "values", "entropy", SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY]
+                  "values", "entropy", POLARITY_KEY]
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         response_mask = data["response_mask"]
-        for key in (SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY):
-            if key not in data.keys():
-                raise RuntimeError(
-                    f"papo_verl: the actor did not return '{key}'. The PAPO engine is not active in the actor "
-                    "workers: is papo_verl installed on every node (the verl.plugins entry point), and is the "
-                    "actor strategy fsdp/fsdp2 on a cuda/rocm or cpu platform?")
-            data[key] = response_from_nested(data[key], response_mask)
+        if POLARITY_KEY not in data.keys():
+            raise RuntimeError(
+                f"papo_verl: the actor did not return '{POLARITY_KEY}'. The PAPO engine is not active in the actor "
+                "workers: is papo_verl installed on every node (the verl.plugins entry point), and is the actor "
+                "strategy fsdp/fsdp2 on a cuda/rocm or cpu platform?")
+        data[POLARITY_KEY] = response_from_nested(data[POLARITY_KEY], response_mask)
         data = DataProto(batch=data.to_padded_tensor())
         data.batch["token_level_scores"] = data.batch["rm_scores"]
         data.non_tensor_batch["uid"] = np.array(data.batch.pop("uid").tolist(), dtype=object)
@@ -191,7 +186,7 @@ class PapoTrainer(PPOTrainerSync):
             metrics.update(is_metrics)
 
         # 3. the phase controller sees the batch's token-mean θ_old entropy (what actor/entropy reports)
-        mean_entropy = _masked_token_mean(data.batch["entropy"], original_mask)
+        mean_entropy = masked_token_mean(data.batch["entropy"], original_mask)
         tracker = self.papo.ensure_tracker(getattr(self, "total_training_steps", None))
         self.papo.phase = tracker.update(mean_entropy)
         measured = self.papo.validator.observe_entropy(mean_entropy)
@@ -207,8 +202,7 @@ class PapoTrainer(PPOTrainerSync):
             rollout_is_weights=data.batch.get("rollout_is_weights", None),
             old_log_probs=data.batch["old_log_probs"],
             entropys=data.batch["entropy"],
-            sum_pi_squared=data.batch[SUM_PI_SQUARED_KEY],
-            sum_pi_squared_log_pi=data.batch[SUM_PI_SQUARED_LOG_PI_KEY],
+            polarity_coefficient=data.batch[POLARITY_KEY],  # P_t from the actor's θ_old pass
             phase_weights=self.papo.phase,
             details=details,
         )
@@ -290,3 +284,9 @@ def register() -> list[str]:
     """Register ``PapoTrainer`` under ``trainer.v1.trainer_mode=papo`` (idempotent)."""
     register_trainer(TRAINER_MODE)(PapoTrainer)
     return [f"trainer:{TRAINER_MODE}"]
+
+
+# if this module's own imports loaded verl (and so this plugin) while it was half-defined, register now
+from papo_verl import plugin as _plugin  # noqa: E402
+
+_plugin.complete_registration(__name__)

@@ -7,6 +7,9 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# session fixtures with real CPU training runs, shared by tests/e2e and tests/compare (each run starts once)
+pytest_plugins = ["tests.e2e.fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _seed():

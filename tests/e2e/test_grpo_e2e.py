@@ -10,7 +10,7 @@ process of the run survives it; GRPO logs no PAPO metric.
 
 import pytest
 
-from .conftest import read_jsonl
+from .fixtures import read_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import torch
 from tensordict import TensorDict
 
 import verl  # noqa: F401
-from papo_verl.engine import ENTROPY_KEY, STATS_FLAG, SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY, \
+from papo_verl.engine import ENTROPY_KEY, POLARITY_KEY, STATS_FLAG, SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY, \
     PapoFSDPEngineWithLMHead
 from papo_verl.tiny import build_tiny_assets
 from verl.utils import tensordict_utils as tu
@@ -79,7 +79,10 @@ def brute_force(model, seqs, temperature):
             out["s2"].append((pi * pi).sum(-1))
             out["s2l"].append((pi * pi * logp).sum(-1))
             out["logp"].append(logp.gather(1, torch.roll(s, -1).unsqueeze(-1)).squeeze(-1))
-    return {k: torch.cat(v) for k, v in out.items()}
+    out = {k: torch.cat(v) for k, v in out.items()}
+    # the polarity coefficient P_t = Σπ²(log π + H) − π_k(log π_k + H), float64
+    out["P"] = out["s2l"] + out["entropy"] * out["s2"] - out["logp"].exp() * (out["logp"] + out["entropy"])
+    return out
 
 
 @pytest.mark.parametrize("rmpad", [True, False])
@@ -99,6 +102,7 @@ def test_statistics_equal_float64_brute_force(model, rmpad, temperature):
     # sequence); response-aligned outputs never read it
     inner = torch.cat([torch.arange(len(s)) < len(s) - 1 for s in seqs])
     torch.testing.assert_close(mo["log_probs"].values().double()[inner], ref["logp"][inner], **tol)
+    torch.testing.assert_close(mo[POLARITY_KEY].values().double()[inner], ref["P"][inner], rtol=1e-4, atol=2e-5)
 
     # verl's own path on the same micro-batch: identical log-probs, the same entropy
     base = engine_stub(FSDPEngineWithLMHead, model)

@@ -76,3 +76,18 @@ def test_import_time_refusal_logs_loudly_and_registers_nothing():
     assert "RAISED UnsupportedVerlVersion" in proc.stdout
     assert "REGISTERED False" in proc.stdout
     assert "PAPO could not be registered" in proc.stderr and "0.10.0" in proc.stderr and "0.9.1" in proc.stderr
+
+
+@pytest.mark.parametrize("module", ["papo_verl.trainer", "papo_verl.engine", "papo_verl.loss", "papo_verl.cpu"])
+def test_importing_a_component_first_still_registers_everything(module):
+    """`import papo_verl.trainer` before verl: verl loads the plugin while the module is half-defined."""
+    proc = run_python(f"""
+        import {module}
+        from verl.trainer.ppo.v1 import get_trainer_cls
+        from verl.workers.engine.base import EngineRegistry
+        from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
+        print("OK", get_trainer_cls("papo").__name__, EngineRegistry.get_engine_cls("language_model", "fsdp2").__name__,
+              "papo" in ADV_ESTIMATOR_REGISTRY)
+    """)
+    assert "OK PapoTrainer PapoFSDPEngineWithLMHead True" in proc.stdout, proc.stderr[-3000:]
+    assert "could not be registered" not in proc.stderr

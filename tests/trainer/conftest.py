@@ -45,7 +45,7 @@ def make_rollouts(n_prompts=4, n=4, vocab=23, seed=0, padding_rows=1, rewards=No
     Statistics are computed from real logits so that they are mutually consistent; padding rows
     mimic verl's batch balancing (shared 'pad…' uid, response_mask 0, one response token).
     """
-    from papo_verl.algo import logit_statistics
+    from papo_verl.algo import logit_statistics, polarity_coefficient
 
     g = torch.Generator().manual_seed(seed)
     samples, keys = [], []
@@ -73,6 +73,8 @@ def make_rollouts(n_prompts=4, n=4, vocab=23, seed=0, padding_rows=1, rewards=No
                 "entropy": st.entropy[resp].clone(),
                 "papo_sum_pi_squared": st.sum_pi_squared.clone(),
                 "papo_sum_pi_squared_log_pi": st.sum_pi_squared_log_pi.clone(),
+                "papo_polarity_coefficient": polarity_coefficient(st.log_prob, st.entropy, st.sum_pi_squared,
+                                                                  st.sum_pi_squared_log_pi),
             })
             keys.append(f"prompt{p}_{s}_{seed}")
     for i in range(padding_rows):
@@ -84,6 +86,7 @@ def make_rollouts(n_prompts=4, n=4, vocab=23, seed=0, padding_rows=1, rewards=No
         pl = pad["prompts"].numel()
         pad["papo_sum_pi_squared"] = pad["papo_sum_pi_squared"][: pl + 1].clone()
         pad["papo_sum_pi_squared_log_pi"] = pad["papo_sum_pi_squared_log_pi"][: pl + 1].clone()
+        pad["papo_polarity_coefficient"] = pad["papo_polarity_coefficient"][: pl + 1].clone()
         samples.append(pad)
         keys.append(f"pad{seed}_{i}_0")
     return keys, samples

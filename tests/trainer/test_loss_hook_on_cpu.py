@@ -7,7 +7,7 @@ from tensordict import TensorDict
 
 import verl  # noqa: F401
 from papo_verl.algo import logit_statistics, polarity_coefficient
-from papo_verl.engine import SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY
+from papo_verl.engine import POLARITY_KEY, SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY
 from papo_verl.loss import BRANCH_FIELD, PHASE_KEY, RAW_COUNT_KEYS, PapoPolicyLoss, branch_shares
 from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
@@ -159,11 +159,17 @@ def test_branch_metrics_are_split_invariant():
     assert not any(k in reference for k in RAW_COUNT_KEYS)
 
 
-def test_polarity_flip_share_counts_sign_changes_under_the_current_policy():
+@pytest.mark.parametrize("engine_coefficient", [False, True])
+def test_polarity_flip_share_counts_sign_changes_under_the_current_policy(engine_coefficient):
     cfg = actor_config()
     samples = make_samples(n=10, seed=4)
     n_tokens = sum(len(s["responses"]) for s in samples)
     mo, td, _ = micro_batch(samples, 1, n_tokens, len(samples))
+    if engine_coefficient:  # the engine's P_t of the current policy (what the PAPO engine emits)
+        offsets = mo["log_probs"].offsets()
+        coeff = polarity_coefficient(mo["log_probs"].values().detach(), mo["entropy"].values(),
+                                     mo[SUM_PI_SQUARED_KEY].values(), mo[SUM_PI_SQUARED_LOG_PI_KEY].values())
+        mo = {"log_probs": mo["log_probs"], POLARITY_KEY: torch.nested.nested_tensor_from_jagged(coeff, offsets)}
     _, metrics = PapoPolicyLoss(cfg)(mo, td)
     flipped = labelled = 0
     for s in samples:

@@ -122,24 +122,27 @@ def run_training(workspace: Path, name: str, overrides: list[str], experiment: s
     return result
 
 
+# shared by every run, so that PAPO and GRPO differ only in algorithm keys (papo-compare checks it)
+BASE_OVERRIDES = [
+    "actor_rollout_ref.actor.optim.lr=1e-2",  # large steps: a stale rollout copy could not match the trainer
+    "actor_rollout_ref.actor.ppo_epochs=2",  # the second epoch is off-policy: clipping and polarity flips occur
+]
+
+
 @pytest.fixture(scope="session")
 def grpo_run(e2e_workspace):
     weight_log = e2e_workspace / "grpo_weight_sync.jsonl"
-    run = run_training(e2e_workspace, "grpo", [
-        "algorithm.adv_estimator=grpo",
-        "actor_rollout_ref.actor.optim.lr=1e-2",  # large steps: a stale rollout copy could not match
-        "trainer.save_freq=-1",
-        f"actor_rollout_ref.rollout.engine_kwargs.hf_cpu.weight_sync_log={weight_log}",
-    ], experiment="grpo", steps=3)
+    run = run_training(e2e_workspace, "grpo", [*BASE_OVERRIDES, "algorithm.adv_estimator=grpo", "trainer.save_freq=-1",
+                                               f"actor_rollout_ref.rollout.engine_kwargs.hf_cpu.weight_sync_log={weight_log}"],
+                       experiment="grpo", steps=3)
     run.weight_log = weight_log
     return run
 
 
 PAPO_OVERRIDES = [
+    *BASE_OVERRIDES,
     "algorithm.adv_estimator=papo",
     "algorithm.papo.warmup_steps=2",
-    "actor_rollout_ref.actor.optim.lr=5e-3",
-    "actor_rollout_ref.actor.ppo_epochs=2",  # the second epoch is off-policy: clipping and polarity flips can occur
     "trainer.save_freq=2",
 ]
 

@@ -1,0 +1,85 @@
+"""``papo-compare``: compare runs (PAPO vs GRPO vs DAPO …, several seeds) from their metric logs.
+
+Command line (``python -m papo_verl.compare`` or the ``papo-compare`` console script)::
+
+    papo-compare RUN_OR_DIR [RUN_OR_DIR ...] [-o OUT] [--svg] [--label-from config|experiment]
+                 [--label-regex REGEX] [--max-step N] [--metric NAME ...] [--skip-invalid] [--title T]
+
+writes into ``OUT`` (default ``./papo-compare``):
+
+* ``compare.png`` (``.svg`` with ``--svg``): a grid of panels, each algorithm's mean over its runs per
+  step with a ± sample-std band (ddof=1, where ≥ 2 runs logged the step): train score
+  (``critic/score/mean``), validation ``val-core/<source>/<var>/mean@N`` (one panel per source and N),
+  ``actor/entropy``, ``response_length/mean``, ``actor/pg_clipfrac``, ``papo/tilt``, the branch weights
+  w₊/w₋ (``papo/expand_weight``, ``papo/contract_weight``), ``papo/token_share_expand``, measured vs
+  predicted entropy change (``papo/dH_measured`` left axis, ``papo/dH_predicted`` right axis) and the
+  rolling ``papo/dH_corr_pearson``/``_spearman``. A panel appears when some algorithm logs its metric;
+  an algorithm that does not (GRPO for ``papo/*``) is simply absent from it;
+* ``panels/<panel>.png`` (and ``.svg``): the same panels one per file;
+* ``summary.md`` (also printed): the runs (algorithm, seed and where it came from, log, steps), the
+  final and best-so-far values per algorithm (mean ± std over seeds, n), the config keys that differ
+  between algorithms (algorithm keys vs **base** keys) and every warning;
+* ``aggregate.csv``: ``algorithm, metric, step, mean, std, n`` for every metric.
+
+Exit status 0, or 2 with ``papo-compare: error: …`` on stderr; warnings go to stderr as
+``papo-compare: warning: …``.
+
+Inputs (a directory is searched recursively):
+
+* verl's ``file`` logger: ``<project>/<experiment>.jsonl`` (``{"step": s, "data": {...}}`` per line)
+  with the resolved config ``<experiment>.config.yaml`` beside it (written by ``papo_verl.main``).
+  ``<experiment>-2.jsonl``, ``-3`` … (a resumed or repeated run, see ``reserve_run_files``) are merged
+  into one run: later segments win (a segment starting at step f supersedes the earlier segments'
+  steps > f; at step f values merge metric by metric, the later one winning);
+* tensorboard: a directory of ``events.out.tfevents.*`` files (verl's ``tensorboard`` logger); the
+  config is read from ``*.config.yaml`` inside it or ``<dir>.config.yaml`` beside it when present;
+* wandb offline (or synced) runs: ``wandb/offline-run-*/run-<id>.wandb`` (history and config read from
+  the transaction log with wandb's protobuf schema); directories with the same run id are merged.
+
+A run logged by several backends counts once (file log preferred, then wandb, then tensorboard).
+Labels and seeds: see :mod:`papo_verl.compare.configs` (algorithm from ``algorithm.adv_estimator``,
+``policy_loss.loss_mode`` and DAPO's keys; seed from ``data.seed``, explicitly set rollout/data-loader
+seeds, ``seed<N>`` in the experiment name, then verl's default 42).
+
+Checks: a missing path, a path without runs, a run without a metrics log (a config alone, a log with
+no step, a wandb run directory without ``run-*.wandb``) and an unreadable file are errors (``--skip-invalid``
+turns per-run problems into warnings); runs without a common metric or with non-overlapping steps are
+errors; different horizons (between or within algorithms) are warned about and everything is compared
+on the common horizon (the shortest run's last step); runs of one algorithm that differ in non-seed
+config keys, and algorithms whose base (non-algorithm) keys differ, are warned about with the keys.
+
+Python API (e.g. for a demo's single-run figure)::
+
+    from papo_verl.compare import load_runs, plot_runs, summary_markdown
+    runs = load_runs(["logs/papo_demo"])          # list[Run]: .name .label .seed .metrics (DataFrame by step)
+    result = plot_runs(runs, "demo.png")          # PlotResult: .files, .panels {panel: {algorithm: [metrics]}}
+    print(summary_markdown(runs))
+
+* ``load_runs(paths, *, label_from="config", label_regex=None, skip_invalid=False) -> list[Run]``
+* ``compare(runs, *, max_step=None, extra_metrics=()) -> Comparison`` (``.groups``, ``.horizon``,
+  ``.aggregate(metric, label)`` → DataFrame ``mean/std/n`` by step, ``.summary_rows()``,
+  ``.aggregate_table()``, ``.markdown()``, ``.warnings``)
+* ``plot_runs(runs_or_comparison, out_png, svg=False, *, panel_dir=None, title=None) -> PlotResult``
+* ``summary_markdown(runs_or_comparison) -> str``
+* ``CompareError`` (raised), ``CompareWarning`` (warned, also listed in the summary)
+"""
+
+from papo_verl.compare.analysis import Comparison, SummaryRow, compare, load_runs, mean_std, summary_markdown
+from papo_verl.compare.logs import CompareError, CompareWarning, Run
+from papo_verl.compare.plot import PANELS, Panel, PlotResult, plot_runs
+
+__all__ = [
+    "PANELS",
+    "CompareError",
+    "CompareWarning",
+    "Comparison",
+    "Panel",
+    "PlotResult",
+    "Run",
+    "SummaryRow",
+    "compare",
+    "load_runs",
+    "mean_std",
+    "plot_runs",
+    "summary_markdown",
+]

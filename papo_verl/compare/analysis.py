@@ -1,0 +1,443 @@
+"""Loading runs (labels, seeds), the common horizon, mean ± std across seeds, config differences,
+and the Markdown summary."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from papo_verl.compare.configs import (
+    algorithm_label,
+    config_differences,
+    is_algorithm_key,
+    label_from_experiment,
+    label_from_regex,
+    normalized,
+    run_seed,
+    seed_from_experiment,
+)
+from papo_verl.compare.logs import CompareError, CompareWarning, Run, discover, read_sources
+
+__all__ = ["Comparison", "SummaryRow", "compare", "load_runs", "summary_markdown", "mean_std"]
+
+LABEL_MODES = ("config", "experiment")
+# Which log to keep when one run was logged to several backends: the file logger has every key.
+_SOURCE_PREFERENCE = {"file": 0, "wandb": 1, "tensorboard": 2}
+
+TRAIN_SCORE_METRICS = ("critic/score/mean", "critic/rewards/mean")
+VAL_MEAN_METRIC = re.compile(r"^val-core/(?P<source>.+)/(?P<var>[^/]+)/mean@(?P<n>\d+)$")
+TABLE_METRICS = (
+    "actor/entropy",
+    "response_length/mean",
+    "actor/pg_clipfrac",
+    "papo/tilt",
+    "papo/expand_weight",
+    "papo/contract_weight",
+    "papo/token_share_expand",
+    "papo/dH_corr_pearson",
+)
+_HIGHER_IS_BETTER = re.compile(r"(score|reward|acc)", re.IGNORECASE)
+
+
+def _warn(message: str, sink: Optional[list] = None) -> None:
+    if sink is not None:
+        sink.append(message)
+    warnings.warn(message, CompareWarning, stacklevel=3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------------
+
+def load_runs(
+    paths: Union[str, Path, Iterable[Union[str, Path]]],
+    *,
+    label_from: str = "config",
+    label_regex: Optional[str] = None,
+    skip_invalid: bool = False,
+) -> list[Run]:
+    """Find, read, label and seed every run under ``paths`` (files or directories).
+
+    ``label_from``: ``"config"`` (algorithm from the resolved config) or ``"experiment"`` (experiment
+    name without its seed part); ``label_regex`` overrides both (applied to the experiment name).
+    ``skip_invalid`` turns a broken run (no metrics log, unreadable file) into a warning. Raises
+    :class:`CompareError` for a missing path, a path without runs, or (without ``skip_invalid``) an
+    unusable run. Warnings (:class:`CompareWarning`) are also kept in each run's ``notes``.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise CompareError("no paths given: pass run directories or metrics logs")
+    if label_from not in LABEL_MODES:
+        raise CompareError(f"label_from must be one of {', '.join(LABEL_MODES)} (or use a label regex), got {label_from!r}")
+    pattern = None
+    if label_regex is not None:
+        try:
+            pattern = re.compile(label_regex)
+        except re.error as err:
+            raise CompareError(f"invalid label regex {label_regex!r}: {err}") from err
+
+    sources, seen = [], set()
+    for path in paths:
+        for source in discover(path):
+            if source.key not in seen:
+                seen.add(source.key)
+                sources.append(source)
+    runs, skipped = read_sources(sources, skip_invalid=skip_invalid)
+    for message in skipped:
+        _warn(f"skipped a run: {message}")
+    if not runs:
+        raise CompareError(f"no usable runs under {', '.join(map(str, paths))}")
+    runs = _drop_duplicate_backends(runs)
+
+    for run in runs:
+        for note in run.notes:
+            _warn(f"run {run.name}: {note}")
+        _assign_label(run, label_from, pattern)
+        run.seed, run.seed_source = run_seed(run.config, run.name)
+        named = seed_from_experiment(run.name)
+        if run.seed_source in ("data.seed", "actor_rollout_ref.rollout.seed", "actor_rollout_ref.actor.data_loader_seed") \
+                and named is not None and named != run.seed:
+            _note(run, f"seed {run.seed} from {run.seed_source} differs from seed{named} in its experiment name; "
+                       f"using {run.seed}")
+    _unique_displays(runs)
+    seen_seeds: dict[tuple, list[str]] = {}
+    for run in runs:
+        if run.seed is not None:
+            seen_seeds.setdefault((run.label, run.seed), []).append(run.display)
+    for (label, seed), names in seen_seeds.items():
+        if len(names) > 1:
+            _warn(f"runs {', '.join(names)} of {label} have the same seed {seed}; each still counts as one sample")
+    return runs
+
+
+def _note(run: Run, message: str) -> None:
+    run.notes.append(message)
+    _warn(f"run {run.name}: {message}")
+
+
+def _assign_label(run: Run, label_from: str, pattern) -> None:
+    if pattern is not None:
+        label = label_from_regex(run.name, pattern)
+        if label is None:
+            raise CompareError(f"run {run.name}: its experiment name does not match the label regex {pattern.pattern!r}")
+        run.label, run.label_source = label, "regex on the experiment name"
+        return
+    if label_from == "config":
+        if run.config:
+            label = algorithm_label(run.config)
+            if label is not None:
+                run.label, run.label_source = label, "resolved config"
+                return
+            _note(run, "its config has no algorithm.adv_estimator; algorithm label taken from the experiment name")
+        else:
+            where = "wandb record" if run.source == "wandb" else "<experiment>.config.yaml beside the log"
+            _note(run, f"no resolved config ({where}); algorithm label taken from the experiment name")
+    run.label, run.label_source = label_from_experiment(run.name), "experiment name"
+
+
+def _drop_duplicate_backends(runs: list[Run]) -> list[Run]:
+    """One run logged by several backends (file + wandb + tensorboard) counts once: the file log."""
+    best: dict[tuple, Run] = {}
+    for run in runs:
+        key = (run.project, run.name)
+        kept = best.get(key)
+        if kept is None or (kept.source != run.source and _SOURCE_PREFERENCE[run.source] < _SOURCE_PREFERENCE[kept.source]):
+            best[key] = run
+    out = []
+    for run in runs:
+        kept = best[(run.project, run.name)]
+        if kept is run or kept.source == run.source:
+            out.append(run)
+        else:
+            _warn(f"run {run.name} ({run.project}) was found as a {kept.source} log and as a {run.source} log; "
+                  f"using the {kept.source} log ({kept.log_paths[0]})")
+    return out
+
+
+def _unique_displays(runs: list[Run]) -> None:
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.name] = counts.get(run.name, 0) + 1
+    for run in runs:
+        run.display = run.name if counts[run.name] == 1 else f"{run.name} [{run.log_paths[0].parent}]"
+
+
+# ---------------------------------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------------------------------
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (ddof=1; NaN for one value) and count of the finite values."""
+    array = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if array.size == 0:
+        return math.nan, math.nan, 0
+    std = float(np.std(array, ddof=1)) if array.size > 1 else math.nan
+    return float(np.mean(array)), std, int(array.size)
+
+
+def format_mean_std(mean: float, std: float, n: int) -> str:
+    if n == 0 or not math.isfinite(mean):
+        return "—"
+    if n == 1 or not math.isfinite(std):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {std:.2g}"
+
+
+@dataclass
+class SummaryRow:
+    metric: str
+    label: str
+    n: int
+    final_mean: float
+    final_std: float
+    best_mean: Optional[float]
+    best_std: Optional[float]
+    final_steps: tuple[int, ...]
+
+
+@dataclass
+class Comparison:
+    """Runs grouped by algorithm, restricted to the common horizon, with what was warned about."""
+
+    runs: list[Run]
+    groups: dict[str, list[Run]]
+    horizon: int
+    extra_metrics: tuple[str, ...] = ()
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.groups)
+
+    def has_metric(self, metric: str, label: Optional[str] = None) -> bool:
+        runs = self.groups.get(label, []) if label is not None else self.runs
+        return any(not r.series(metric).loc[:self.horizon].empty for r in runs)
+
+    def aggregate(self, metric: str, label: str) -> Optional[pd.DataFrame]:
+        """Per step ≤ horizon: mean, sample std (ddof=1) and number of runs of ``label`` that logged ``metric``."""
+        columns = {r.display: r.series(metric) for r in self.groups.get(label, [])}
+        columns = {k: s[s.index <= self.horizon] for k, s in columns.items() if not s.empty}
+        columns = {k: s for k, s in columns.items() if not s.empty}
+        if not columns:
+            return None
+        frame = pd.DataFrame(columns).sort_index()
+        out = pd.DataFrame({"mean": frame.mean(axis=1), "std": frame.std(axis=1, ddof=1), "n": frame.count(axis=1)})
+        out.index.name = "step"
+        return out
+
+    def aggregate_table(self, metrics: Optional[Iterable[str]] = None) -> pd.DataFrame:
+        """Long table (algorithm, metric, step, mean, std, n) of every metric (or the given ones)."""
+        names = sorted(set().union(*(r.metric_names for r in self.runs))) if metrics is None else list(metrics)
+        parts = []
+        for metric in names:
+            for label in self.labels:
+                agg = self.aggregate(metric, label)
+                if agg is not None:
+                    agg = agg.reset_index()
+                    agg.insert(0, "metric", metric)
+                    agg.insert(0, "algorithm", label)
+                    parts.append(agg)
+        if not parts:
+            return pd.DataFrame(columns=["algorithm", "metric", "step", "mean", "std", "n"])
+        table = pd.concat(parts, ignore_index=True)
+        table["step"] = table["step"].astype(int)
+        table["n"] = table["n"].astype(int)
+        return table
+
+    def table_metrics(self) -> list[str]:
+        present = set().union(*(r.metric_names for r in self.runs))
+        out = [next(m for m in TRAIN_SCORE_METRICS if m in present)] if present & set(TRAIN_SCORE_METRICS) else []
+        out += self.validation_metrics()
+        out += [m for m in TABLE_METRICS if m in present]
+        out += [m for m in self.extra_metrics if m in present and m not in out]
+        return out
+
+    def validation_metrics(self) -> list[str]:
+        present = set().union(*(r.metric_names for r in self.runs))
+        return sorted(m for m in present if VAL_MEAN_METRIC.match(m))
+
+    def summary_rows(self) -> list[SummaryRow]:
+        rows = []
+        for metric in self.table_metrics():
+            higher_better = bool(_HIGHER_IS_BETTER.search(metric))
+            for label in self.labels:
+                finals, bests, steps = [], [], []
+                for run in self.groups[label]:
+                    series = run.series(metric)
+                    series = series[series.index <= self.horizon]
+                    if series.empty:
+                        continue
+                    finals.append(float(series.iloc[-1]))
+                    steps.append(int(series.index[-1]))
+                    bests.append(float(series.max()))
+                if not finals:
+                    continue
+                f_mean, f_std, n = mean_std(finals)
+                b_mean, b_std, _ = mean_std(bests) if higher_better else (None, None, 0)
+                rows.append(SummaryRow(metric, label, n, f_mean, f_std, b_mean, b_std, tuple(sorted(set(steps)))))
+        return rows
+
+    # ---- configs -----------------------------------------------------------------------------
+
+    def config_table(self) -> tuple[list[str], dict[str, dict[str, str]]]:
+        """Keys whose values differ between algorithms: ``{key: {label: "v1 / v2"}}`` (sorted keys)."""
+        per_label: dict[str, list[dict]] = {
+            label: [normalized(r.config) for r in runs if r.config] for label, runs in self.groups.items()}
+        per_label = {k: v for k, v in per_label.items() if v}
+        if len(per_label) < 2:
+            return [], {}
+        keys = sorted(set().union(*(set(f) for flats in per_label.values() for f in flats)))
+        table = {}
+        for key in keys:
+            values = {label: sorted({_short(f.get(key, "(absent)")) for f in flats}) for label, flats in per_label.items()}
+            if len({tuple(v) for v in values.values()}) > 1:
+                table[key] = {label: " / ".join(v) for label, v in values.items()}
+        return sorted(table, key=lambda k: (not is_algorithm_key(k), k)), table
+
+    def markdown(self) -> str:
+        return _markdown(self)
+
+
+def _short(value, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------------
+# building a comparison
+# ---------------------------------------------------------------------------------------------------
+
+def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metrics: Sequence[str] = ()) -> Comparison:
+    """Group ``runs`` by algorithm and fix the common horizon; warn about what differs.
+
+    Raises :class:`CompareError` when there are no runs, when the runs share no metric, or when their
+    step ranges do not overlap. Horizons that differ (between or within algorithms) are warned about and
+    every run is compared on steps ≤ the shortest run's last step (and ≤ ``max_step``).
+    """
+    runs = list(runs)
+    if not runs:
+        raise CompareError("no runs to compare")
+    for run in runs:
+        if run.label is None:
+            run.label, run.label_source = label_from_experiment(run.name), "experiment name"
+    notes: list[str] = []
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.label, []).append(run)
+
+    if len(runs) > 1:
+        common = set.intersection(*(set(r.metric_names) for r in runs))
+        if not common:
+            listing = "; ".join(f"{r.display}: {', '.join(r.metric_names[:4])}{' ...' if len(r.metric_names) > 4 else ''}"
+                                for r in runs)
+            raise CompareError(f"the runs have no metric in common ({listing})")
+        first = max(min(r.training_steps) for r in runs)
+        last = min(r.last_step for r in runs)
+        if first > last:
+            listing = ", ".join(f"{r.display}: steps {min(r.training_steps)}..{r.last_step}" for r in runs)
+            raise CompareError(f"the runs have no step in common ({listing})")
+
+    horizon = min(r.last_step for r in runs)
+    ends = {label: sorted({r.last_step for r in members}) for label, members in groups.items()}
+    label_ends = {label: min(v) for label, v in ends.items()}
+    if len(set(label_ends.values())) > 1:
+        listing = ", ".join(f"{label} ends at step {ends[label][0]}" if len(ends[label]) == 1 else
+                            f"{label} ends at steps {ends[label][0]}..{ends[label][-1]}" for label in groups)
+        _warn(f"horizons differ between algorithms ({listing}); comparing every algorithm on the common "
+              f"horizon, steps ≤ {horizon}", notes)
+    for label, members in groups.items():
+        if len(ends[label]) > 1:
+            listing = ", ".join(f"{r.display}: {r.last_step}" for r in members)
+            _warn(f"runs of {label} end at different steps ({listing}); comparing on steps ≤ {horizon}", notes)
+    if max_step is not None:
+        if max_step < horizon:
+            horizon = max_step
+        elif max_step > horizon:
+            _warn(f"max step {max_step} is beyond the common horizon; comparing on steps ≤ {horizon}", notes)
+
+    comparison = Comparison(runs, groups, horizon, tuple(extra_metrics), notes)
+    _check_configs(comparison, notes)
+    return comparison
+
+
+def _check_configs(comparison: Comparison, notes: list[str]) -> None:
+    without = [r.display for r in comparison.runs if not r.config]
+    if without and len(without) < len(comparison.runs):
+        _warn(f"no resolved config for {', '.join(without)}: their config keys are not compared", notes)
+    for label, members in comparison.groups.items():
+        configs = [r.config for r in members if r.config]
+        differing = sorted(config_differences(configs))
+        if differing:
+            shown = []
+            for key in differing[:10]:
+                values = sorted({_short(normalized(c).get(key, "(absent)"), 30) for c in configs})
+                shown.append(f"{key} ({' / '.join(values)})")
+            more = f" and {len(differing) - 10} more" if len(differing) > 10 else ""
+            _warn(f"runs of {label} differ in non-seed config keys: {', '.join(shown)}{more}", notes)
+    keys, _ = comparison.config_table()
+    base = [k for k in keys if not is_algorithm_key(k)]
+    if base:
+        more = f" and {len(base) - 15} more" if len(base) > 15 else ""
+        _warn(f"base configs differ between algorithms (not algorithm keys): {', '.join(base[:15])}{more}; "
+              "the algorithms were not run on one base config", notes)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------------
+
+def _steps_text(steps: tuple[int, ...]) -> str:
+    return str(steps[0]) if len(steps) == 1 else f"{steps[0]}..{steps[-1]}"
+
+
+def _markdown(c: Comparison) -> str:
+    lines = ["# papo-compare", ""]
+    lines.append(f"Steps ≤ **{c.horizon}** (common horizon). Values: mean ± sample std (ddof=1) over the runs "
+                 "(seeds) of each algorithm; n = number of runs; best so far = maximum up to the horizon "
+                 "(reward/score/accuracy metrics only).")
+    lines += ["", "## Runs", "", "| algorithm | seed | run | log | steps |", "|---|---|---|---|---|"]
+    for label, members in c.groups.items():
+        for r in sorted(members, key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0, r.display)):
+            seed = "—" if r.seed is None else f"{r.seed} ({r.seed_source})"
+            steps = r.steps
+            lines.append(f"| {label} | {seed} | {r.display} | {r.source}: {r.log_paths[-1].name}"
+                         f"{f' (+{len(r.log_paths) - 1} earlier segment(s))' if len(r.log_paths) > 1 else ''} "
+                         f"| {len(steps)} ({steps[0]}..{steps[-1]}) |")
+    lines += ["", f"## Results (steps ≤ {c.horizon})", "",
+              "| metric | algorithm | n | final | at step | best so far |", "|---|---|---|---|---|---|"]
+    for row in c.summary_rows():
+        best = "—" if row.best_mean is None else format_mean_std(row.best_mean, row.best_std, row.n)
+        lines.append(f"| `{row.metric}` | {row.label} | {row.n} | {format_mean_std(row.final_mean, row.final_std, row.n)} "
+                     f"| {_steps_text(row.final_steps)} | {best} |")
+    keys, table = c.config_table()
+    lines += ["", "## Config keys that differ between algorithms", ""]
+    if not keys:
+        with_config = [label for label, members in c.groups.items() if any(r.config for r in members)]
+        lines.append("None." if len(with_config) > 1 else "Fewer than two algorithms have a resolved config.")
+    else:
+        labels = [label for label in c.labels if any(r.config for r in c.groups[label])]
+        lines += ["| key | kind | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+        for key in keys[:60]:
+            kind = "algorithm" if is_algorithm_key(key) else "**base** ⚠"
+            lines.append(f"| `{key}` | {kind} | " + " | ".join(table[key].get(label, "") for label in labels) + " |")
+        if len(keys) > 60:
+            lines.append(f"\n… and {len(keys) - 60} more keys.")
+    notes = list(c.warnings) + [f"run {r.display}: {n}" for r in c.runs for n in r.notes]
+    if notes:
+        lines += ["", "## Warnings", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(runs: Union[Sequence[Run], Comparison], **compare_kwargs) -> str:
+    """The Markdown summary (runs, results table, differing config keys, warnings) of ``runs``."""
+    comparison = runs if isinstance(runs, Comparison) else compare(runs, **compare_kwargs)
+    return comparison.markdown()

@@ -1,0 +1,691 @@
+"""Finding runs on disk and reading their metric logs (verl file logger, tensorboard, wandb offline).
+
+Every reader turns a log into *segments*: ``{step: {metric: value}}`` dicts in the order they were
+written. :func:`merge_segments` combines a run's segments into one step-indexed table, later
+segments winning (see its docstring for the exact rule). Non-numeric values are skipped, ``null`` /
+NaN become "not logged", and a metric that is never finite is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import pandas as pd
+import yaml
+
+__all__ = [
+    "CompareError",
+    "CompareWarning",
+    "Run",
+    "RunSource",
+    "discover",
+    "merge_segments",
+    "read_file_logger_segment",
+    "read_run",
+    "read_sources",
+    "read_tensorboard_file",
+    "read_wandb_run_dir",
+    "iter_wandb_records",
+]
+
+Segment = dict[int, dict[str, float]]
+
+CONFIG_SUFFIX = ".config.yaml"
+JSONL_SUFFIX = ".jsonl"
+TB_PREFIX = "events.out.tfevents."
+_SEGMENT_STEM = re.compile(r"^(?P<base>.+)-(?P<k>\d+)$")
+_SKIP_DIRS = {".git", "__pycache__", "node_modules", ".hydra"}
+# verl's FileLogger writes {"step": s, "data": {...}}; rollout dumps (trainer.rollout_data_dir) are
+# also *.jsonl but have other keys, so a *.jsonl found in a directory is a metrics log only if it has
+# a resolved config beside it or its first record has exactly this shape.
+_FILE_LOGGER_KEYS = {"step", "data"}
+
+
+class CompareError(Exception):
+    """A problem papo-compare cannot work around (the message names the file or run and the fix)."""
+
+
+class CompareWarning(UserWarning):
+    """Something the comparison works around (different horizons, configs, missing seeds...)."""
+
+
+@dataclass
+class RunSource:
+    """Where one run's log lives: ``kind`` is ``file``, ``tensorboard`` or ``wandb``."""
+
+    kind: str
+    segments: tuple[Path, ...]           # log files (file/tensorboard) or run directories (wandb), in order
+    config_paths: tuple[Optional[Path], ...] = ()  # per segment, for the file logger
+    error: Optional[str] = None          # a run found but unusable (e.g. a config without its log)
+
+    @property
+    def key(self) -> tuple:
+        return (self.kind, tuple(str(p.resolve()) for p in self.segments))
+
+
+@dataclass
+class Run:
+    """One training run: its merged metrics and resolved config.
+
+    ``metrics`` is a float DataFrame indexed by the logged step (sorted ints), one column per metric,
+    NaN where the metric was not logged at that step. ``label`` (the algorithm) and ``seed`` are
+    filled in by :func:`papo_verl.compare.load_runs`.
+    """
+
+    name: str                                     # trainer.experiment_name (or the log's stem / dir name)
+    source: str                                   # "file" | "tensorboard" | "wandb"
+    log_paths: tuple[Path, ...]
+    metrics: pd.DataFrame
+    config: Optional[dict] = None
+    config_path: Optional[Path] = None
+    project: Optional[str] = None
+    label: Optional[str] = None
+    label_source: str = ""
+    seed: Optional[int] = None
+    seed_source: str = ""
+    display: str = ""                             # unique name in plots and tables
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.display:
+            self.display = self.name
+
+    @property
+    def steps(self) -> list[int]:
+        return [int(s) for s in self.metrics.index]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(self.metrics.columns)
+
+    @property
+    def training_steps(self) -> list[int]:
+        """Steps with any non-validation metric (all steps if the run only logged validation)."""
+        train_cols = [c for c in self.metrics.columns if not c.startswith("val-")]
+        if not train_cols:
+            return self.steps
+        mask = self.metrics[train_cols].notna().any(axis=1)
+        return [int(s) for s in self.metrics.index[mask]]
+
+    @property
+    def last_step(self) -> int:
+        steps = self.training_steps
+        return max(steps) if steps else -1
+
+    def series(self, metric: str) -> pd.Series:
+        """The metric's logged values by step (NaN-free; empty if the run never logged it)."""
+        if metric not in self.metrics.columns:
+            return pd.Series(dtype=float)
+        return self.metrics[metric].dropna()
+
+
+# ---------------------------------------------------------------------------------------------------
+# values and segments
+# ---------------------------------------------------------------------------------------------------
+
+def _scalar(value: Any) -> Optional[float]:
+    """A logged value as float (NaN for null), or None for anything that is not a number."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def merge_segments(segments: list[Segment]) -> tuple[Segment, list[str]]:
+    """Merge a run's log segments (``X.jsonl``, ``X-2.jsonl``, ... in that order).
+
+    Later segments win: a segment that starts at step ``f`` (a resumed run restarts from its last
+    checkpoint, a repeated run from step 0) supersedes every step ``> f`` of the earlier segments,
+    which belonged to the abandoned continuation. At step ``f`` itself the values are merged metric by
+    metric, the later segment winning (a resumed run logs only its validation at that step, the earlier
+    segment the training metrics). Empty segments (a run that stopped before its first step) are
+    skipped. Returns the merged ``{step: {metric: value}}`` and notes on what was superseded.
+    """
+    merged: Segment = {}
+    notes: list[str] = []
+    for index, segment in enumerate(segments):
+        if not segment:
+            continue
+        first = min(segment)
+        dropped = [s for s in merged if s > first]
+        if dropped:
+            notes.append(f"log segment {index + 1} restarts at step {first}: it supersedes the earlier "
+                         f"segment(s)' steps {min(dropped)}..{max(dropped)} ({len(dropped)} step(s))")
+            for s in dropped:
+                del merged[s]
+        for step, values in segment.items():
+            merged.setdefault(step, {}).update(values)
+    return merged, notes
+
+
+def _segment_frame(merged: Segment) -> pd.DataFrame:
+    if not merged:
+        return pd.DataFrame(dtype=float)
+    frame = pd.DataFrame.from_dict(merged, orient="index", dtype=float).sort_index()
+    frame.index = frame.index.astype(int)
+    frame.index.name = "step"
+    frame = frame.dropna(axis=1, how="all")
+    return frame[sorted(frame.columns)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# verl file logger (*.jsonl) + resolved config (*.config.yaml)
+# ---------------------------------------------------------------------------------------------------
+
+def _open_text(path: Path):
+    try:
+        return open(path, encoding="utf-8")
+    except OSError as err:
+        raise CompareError(f"cannot read {path}: {err.strerror or err}") from err
+
+
+def read_file_logger_segment(path: Path) -> tuple[Segment, list[str]]:
+    """One verl ``FileLogger`` file: lines ``{"step": s, "data": {metric: value}}``.
+
+    Records of the same step are merged (later lines win). A last line without its newline that does
+    not parse (the run was killed while writing it) is skipped with a note; any other bad line is an
+    error naming the file and line.
+    """
+    segment: Segment = {}
+    notes: list[str] = []
+    with _open_text(path) as fh:
+        try:
+            lines = fh.read().split("\n")
+        except (OSError, UnicodeDecodeError) as err:
+            raise CompareError(f"cannot read {path}: {err}") from err
+    last = len(lines) - 1
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if lineno - 1 == last:  # no newline after it: a partial write at the end
+                notes.append(f"{path.name}: skipped the incomplete last line {lineno} (the run stopped while writing it)")
+                continue
+            raise CompareError(f"{path} line {lineno}: not valid JSON ({err.msg}); "
+                               "is this a verl file-logger metrics log?") from err
+        if not isinstance(record, dict) or not _FILE_LOGGER_KEYS <= record.keys() or not isinstance(record["data"], dict):
+            raise CompareError(f'{path} line {lineno}: not a verl file-logger record (expected {{"step": <int>, '
+                               f'"data": {{<metric>: <value>}}}}, got {line[:80]!r})')
+        try:
+            step = int(record["step"])
+        except (TypeError, ValueError) as err:
+            raise CompareError(f"{path} line {lineno}: step {record['step']!r} is not an integer") from err
+        values = segment.setdefault(step, {})
+        for key, value in record["data"].items():
+            number = _scalar(value)
+            if number is not None:
+                values[str(key)] = number
+    return segment, notes
+
+
+def read_config_yaml(path: Path) -> dict:
+    """A resolved config written by ``papo_verl.main`` (``OmegaConf.to_yaml(config, resolve=True)``)."""
+    with _open_text(path) as fh:
+        try:
+            config = yaml.safe_load(fh)
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise CompareError(f"cannot parse the resolved config {path}: {' '.join(str(err).split())}") from err
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise CompareError(f"the resolved config {path} is not a YAML mapping (got {type(config).__name__})")
+    return config
+
+
+def _looks_like_file_logger(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(1 << 20)
+            while first and not first.strip():
+                first = fh.readline(1 << 20)
+    except OSError:
+        return True  # let the reader report it
+    if not first.strip():
+        return False
+    try:
+        record = json.loads(first)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(record, dict) and set(record) == _FILE_LOGGER_KEYS and isinstance(record["data"], dict)
+
+
+def _experiment_in(config_path: Path) -> Optional[str]:
+    try:
+        config = read_config_yaml(config_path)
+    except CompareError:
+        return None
+    trainer = config.get("trainer")
+    return str(trainer.get("experiment_name")) if isinstance(trainer, dict) and trainer.get("experiment_name") is not None else None
+
+
+def _file_logger_runs_in_dir(directory: Path, names: Iterable[str], explicit: bool) -> list[RunSource]:
+    """Group the ``*.jsonl`` / ``*.config.yaml`` files of one directory into runs with their segments.
+
+    ``S-k.jsonl`` (k >= 2) is a segment of run ``S`` when ``S.jsonl`` or ``S.config.yaml`` exists (that
+    is when ``papo_verl.main`` picks the ``-k`` name) and, if both have a resolved config, both configs
+    name the same ``trainer.experiment_name``.
+    """
+    names = set(names)
+    stems = {n[: -len(JSONL_SUFFIX)] for n in names if n.endswith(JSONL_SUFFIX)}
+    config_stems = {n[: -len(CONFIG_SUFFIX)] for n in names if n.endswith(CONFIG_SUFFIX) and len(n) > len(CONFIG_SUFFIX)}
+    def parent_of(stem: str) -> Optional[str]:
+        match = _SEGMENT_STEM.match(stem)
+        if not match or int(match["k"]) < 2:
+            return None
+        base = match["base"]
+        if base not in stems and base not in config_stems:
+            return None
+        if stem in config_stems and base in config_stems:
+            a, b = _experiment_in(directory / (base + CONFIG_SUFFIX)), _experiment_in(directory / (stem + CONFIG_SUFFIX))
+            if a is not None and b is not None and a != b:
+                return None
+        return base
+
+    families: dict[str, list[tuple[int, str]]] = {}
+    for stem in stems:
+        base, k = stem, 1
+        parent = parent_of(stem)
+        if parent is not None:
+            base, k = parent, int(_SEGMENT_STEM.match(stem)["k"])
+        families.setdefault(base, []).append((k, stem))
+
+    sources = []
+    for stem in sorted(config_stems - stems - set(families)):
+        match = _SEGMENT_STEM.match(stem)
+        if match and match["base"] in families:
+            continue  # a segment reserved by papo_verl.main whose log is missing: the run's other segments count
+        config = directory / (stem + CONFIG_SUFFIX)
+        sources.append(RunSource("file", (directory / (stem + JSONL_SUFFIX),), (config,), error=(
+            f"run without a metrics log: {config} has no {stem + JSONL_SUFFIX} beside it (did the run start? "
+            "is 'file' in trainer.logger?)")))
+    for base in sorted(families):
+        members = [stem for _, stem in sorted(families[base])]
+        has_config = any(stem in config_stems for stem in members)
+        if not has_config and not explicit:
+            paths = [directory / (stem + JSONL_SUFFIX) for stem in members]
+            if not any(_looks_like_file_logger(p) for p in paths):
+                continue  # some other jsonl (e.g. rollout dumps), or an empty file we cannot attribute
+        sources.append(RunSource(
+            "file",
+            tuple(directory / (stem + JSONL_SUFFIX) for stem in members),
+            tuple((directory / (stem + CONFIG_SUFFIX)) if stem in config_stems else None for stem in members),
+        ))
+    return sources
+
+
+# ---------------------------------------------------------------------------------------------------
+# tensorboard (torch.utils.tensorboard.SummaryWriter.add_scalar)
+# ---------------------------------------------------------------------------------------------------
+
+def _tb_sort_key(path: Path) -> tuple:
+    parts = path.name[len(TB_PREFIX):].split(".")
+    try:
+        return (int(parts[0]), path.name)
+    except (ValueError, IndexError):
+        return (0, path.name)
+
+
+def read_tensorboard_file(path: Path) -> Segment:
+    """Scalars of one tensorboard event file (``add_scalar``: simple values or scalar tensors)."""
+    try:
+        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+        from tensorboard.util import tensor_util
+    except ImportError as err:  # pragma: no cover - tensorboard comes with verl's torch tooling
+        raise CompareError(f"reading {path} needs the 'tensorboard' package (pip install tensorboard)") from err
+    if not os.access(path, os.R_OK):
+        raise CompareError(f"cannot read {path}: permission denied")
+    segment: Segment = {}
+    events = 0
+    try:
+        for event in EventFileLoader(str(path)).Load():
+            events += 1
+            for value in event.summary.value:
+                kind = value.WhichOneof("value")
+                if kind == "simple_value":
+                    number = float(value.simple_value)
+                elif kind == "tensor":
+                    array = tensor_util.make_ndarray(value.tensor)
+                    if array.size != 1 or array.dtype.kind not in "fiub":
+                        continue
+                    number = float(array.reshape(()))
+                else:
+                    continue
+                segment.setdefault(int(event.step), {})[value.tag] = number
+    except Exception as err:  # the loader raises protobuf/IO errors on damaged files
+        raise CompareError(f"cannot read the tensorboard event file {path}: {err}") from err
+    if events == 0 and path.stat().st_size > 0:
+        raise CompareError(f"{path} is not a readable tensorboard event file (no event could be decoded)")
+    return segment
+
+
+# ---------------------------------------------------------------------------------------------------
+# wandb offline runs (run-<id>.wandb: a LevelDB-style log of wandb_internal_pb2.Record protobufs)
+# ---------------------------------------------------------------------------------------------------
+
+_WANDB_IDENT = b":W&B"
+_WANDB_MAGIC = 0xBEE1
+_BLOCK = 32768
+_RECORD_HEADER = 7  # crc32 (uint32) + length (uint16) + type (uint8)
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def iter_wandb_records(path: Path) -> Iterator[bytes]:
+    """Payloads of a ``.wandb`` transaction log, checksums verified.
+
+    The format is wandb's store (LevelDB's log format): a 7-byte header ``:W&B`` + magic ``0xBEE1`` +
+    version, then 32 KiB blocks of chunks ``crc32 | length | type`` (full / first / middle / last).
+    A log cut off at the end (a run still writing, or killed) ends the iteration quietly.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CompareError(f"cannot read {path}: {err.strerror or err}") from err
+    if len(data) < 7 or data[:4] != _WANDB_IDENT:
+        raise CompareError(f"{path} is not a wandb run log (no ':W&B' header)")
+    _, magic, _version = struct.unpack("<4sHB", data[:7])
+    if magic != _WANDB_MAGIC:
+        raise CompareError(f"{path} is not a wandb run log (bad magic {magic:#x})")
+    pos, pending = 7, None
+    while pos + _RECORD_HEADER <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < _RECORD_HEADER:  # block trailer padding
+            pos += left
+            continue
+        crc, length, rtype = struct.unpack("<IHB", data[pos: pos + _RECORD_HEADER])
+        if crc == 0 and length == 0 and rtype == 0:  # zero fill: nothing more was written
+            break
+        payload = data[pos + _RECORD_HEADER: pos + _RECORD_HEADER + length]
+        if len(payload) < length:
+            break  # cut off at the end
+        if zlib.crc32(payload, zlib.crc32(bytes([rtype]))) & 0xFFFFFFFF != crc:
+            raise CompareError(f"{path}: corrupt record at byte {pos} (checksum mismatch)")
+        pos += _RECORD_HEADER + length
+        if rtype == _FULL:
+            yield payload
+        elif rtype == _FIRST:
+            pending = payload
+        elif rtype == _MIDDLE and pending is not None:
+            pending += payload
+        elif rtype == _LAST and pending is not None:
+            yield pending + payload
+            pending = None
+        else:
+            raise CompareError(f"{path}: corrupt record at byte {pos} (chunk type {rtype})")
+
+
+def _wandb_key(item) -> str:
+    return item.key if item.key else ".".join(item.nested_key)
+
+
+def _apply_wandb_config(config: dict, record) -> None:
+    for item in record.update:
+        key = _wandb_key(item)
+        try:
+            value = json.loads(item.value_json)
+        except json.JSONDecodeError:
+            continue
+        if key:
+            config[key] = value
+    for item in record.remove:
+        config.pop(_wandb_key(item), None)
+
+
+@dataclass
+class WandbRunLog:
+    directory: Path
+    run_id: str
+    name: str
+    project: Optional[str]
+    start: str
+    config: dict
+    segment: Segment
+    complete: bool = False  # the log ends with the run's exit record (wandb writes it last, asynchronously)
+
+
+def _wandb_log_file(directory: Path) -> Path:
+    files = sorted(directory.glob("run-*.wandb"))
+    if not files:
+        raise CompareError(f"run without a metrics log: the wandb run directory {directory} has no run-*.wandb file")
+    return files[-1]
+
+
+def read_wandb_run_dir(directory: Path) -> WandbRunLog:
+    """History, config and name of one wandb run directory (``offline-run-*`` or ``run-*``)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    log = _wandb_log_file(directory)
+    config: dict = {}
+    segment: Segment = {}
+    run_id, name, project, start = "", "", None, directory.name
+    last_step = -1
+    complete = False
+    for payload in iter_wandb_records(log):
+        record = pb.Record()
+        try:
+            record.ParseFromString(payload)
+        except Exception as err:  # google.protobuf.message.DecodeError
+            raise CompareError(f"{log}: undecodable record ({err})") from err
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run_id = record.run.run_id or run_id
+            name = record.run.display_name or name
+            project = record.run.project or project
+            _apply_wandb_config(config, record.run.config)
+        elif kind == "config":
+            _apply_wandb_config(config, record.config)
+        elif kind == "exit":
+            complete = True
+        elif kind == "history":
+            values: dict[str, float] = {}
+            step = record.history.step.num if record.history.HasField("step") else None
+            for item in record.history.item:
+                key = _wandb_key(item)
+                try:
+                    value = json.loads(item.value_json)
+                except json.JSONDecodeError:
+                    continue
+                if key == "_step" and step is None and isinstance(value, (int, float)):
+                    step = int(value)
+                if key.startswith("_"):
+                    continue
+                number = _scalar(value)
+                if number is not None:
+                    values[key] = number
+            if step is None:
+                step = last_step + 1
+            last_step = int(step)
+            segment.setdefault(int(step), {}).update(values)
+    config.pop("_wandb", None)
+    if not config:
+        yaml_config = directory / "files" / "config.yaml"
+        if yaml_config.is_file():
+            raw = read_config_yaml(yaml_config)
+            config = {k: (v.get("value") if isinstance(v, dict) and "value" in v else v)
+                      for k, v in raw.items() if k != "_wandb"}
+    return WandbRunLog(directory, run_id or directory.name, name or run_id or directory.name, project, start,
+                       config, segment, complete)
+
+
+# ---------------------------------------------------------------------------------------------------
+# discovery
+# ---------------------------------------------------------------------------------------------------
+
+_WANDB_RUN_DIR = re.compile(r"^(offline-)?run-\d{8}_\d{6}-[A-Za-z0-9]+$")
+
+
+def _is_wandb_run_dir(directory: Path, names: Iterable[str]) -> bool:
+    return any(n.startswith("run-") and n.endswith(".wandb") for n in names)
+
+
+def discover(path: Path) -> list[RunSource]:
+    """Runs at ``path``: a metrics log, a resolved config, an event file, a wandb run dir, or any
+    directory (searched recursively). Raises :class:`CompareError` when nothing is found."""
+    path = Path(path)
+    if not path.exists():
+        raise CompareError(f"no such file or directory: {path}")
+    if path.is_file():
+        name = path.name
+        if name.endswith(CONFIG_SUFFIX):
+            jsonl = path.with_name(name[: -len(CONFIG_SUFFIX)] + JSONL_SUFFIX)
+            if not jsonl.exists():
+                raise CompareError(f"run without a metrics log: {path} has no {jsonl.name} beside it")
+            path, name = jsonl, jsonl.name
+        if name.endswith(JSONL_SUFFIX):
+            siblings = [n for n in os.listdir(path.parent) if n.endswith((JSONL_SUFFIX, CONFIG_SUFFIX))]
+            for source in _file_logger_runs_in_dir(path.parent, siblings, explicit=True):
+                if any(p.name == name for p in source.segments):
+                    return [source]
+            raise CompareError(f"{path}: not a verl file-logger metrics log")  # pragma: no cover
+        if name.startswith(TB_PREFIX):
+            return [RunSource("tensorboard", tuple(sorted(path.parent.glob(TB_PREFIX + "*"), key=_tb_sort_key)))]
+        if name.endswith(".wandb"):
+            return [RunSource("wandb", (path.parent,))]
+        raise CompareError(f"{path}: not a metrics log papo-compare can read (expected a verl file-logger "
+                           f"<experiment>.jsonl, its <experiment>.config.yaml, a tensorboard {TB_PREFIX}* file, "
+                           "a wandb run-*.wandb file, or a directory holding them)")
+
+    sources: list[RunSource] = []
+    for root, dirs, files in os.walk(path, onerror=None):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        here = Path(root)
+        if _is_wandb_run_dir(here, files):
+            sources.append(RunSource("wandb", (here,)))
+            dirs[:] = []
+            continue
+        if _WANDB_RUN_DIR.match(here.name) and here.parent.name in ("wandb", ".wandb"):
+            sources.append(RunSource("wandb", (here,), error=(
+                f"run without a metrics log: the wandb run directory {here} has no run-*.wandb file")))
+            dirs[:] = []
+            continue
+        events = sorted((here / f for f in files if f.startswith(TB_PREFIX)), key=_tb_sort_key)
+        if events:
+            sources.append(RunSource("tensorboard", tuple(events)))
+        logs = [f for f in files if f.endswith((JSONL_SUFFIX, CONFIG_SUFFIX))]
+        if logs:
+            sources.extend(_file_logger_runs_in_dir(here, logs, explicit=False))
+    if not sources:
+        raise CompareError(f"no runs found under {path} (looked for verl file-logger <experiment>.jsonl logs, "
+                           f"tensorboard {TB_PREFIX}* files and wandb offline-run-*/run-*.wandb logs)")
+    return sources
+
+
+# ---------------------------------------------------------------------------------------------------
+# reading one run
+# ---------------------------------------------------------------------------------------------------
+
+def _run_name_from_config(config: Optional[dict]) -> tuple[Optional[str], Optional[str]]:
+    trainer = (config or {}).get("trainer")
+    if not isinstance(trainer, dict):
+        return None, None
+    name, project = trainer.get("experiment_name"), trainer.get("project_name")
+    return (str(name) if name is not None else None, str(project) if project is not None else None)
+
+
+def _tensorboard_config(directory: Path) -> Optional[Path]:
+    inside = sorted(directory.glob("*" + CONFIG_SUFFIX)) + sorted(directory.glob("config.yaml"))
+    if inside:
+        return inside[0]
+    beside = directory.with_name(directory.name + CONFIG_SUFFIX)
+    return beside if beside.is_file() else None
+
+
+def read_run(source: RunSource, wandb_logs: Optional[list[WandbRunLog]] = None) -> Run:
+    """Read one discovered run (all its segments); raises :class:`CompareError` if it has no step."""
+    if source.error:
+        raise CompareError(source.error)
+    notes: list[str] = []
+    if source.kind == "file":
+        segments = []
+        for path in source.segments:
+            segment, seg_notes = read_file_logger_segment(path)
+            segments.append(segment)
+            notes.extend(seg_notes)
+        configs = [(p, read_config_yaml(p)) for p in source.config_paths if p is not None and p.exists()]
+        config_path, config = configs[-1] if configs else (None, None)
+        base = source.segments[0]
+        name, project = _run_name_from_config(config)
+        name = name or base.name[: -len(JSONL_SUFFIX)]
+        project = project or base.parent.name
+        if len(configs) > 1:
+            from papo_verl.compare.configs import config_differences
+
+            differing = config_differences([c for _, c in configs], ignore_bookkeeping=True)
+            if differing:
+                notes.append(f"its segments' resolved configs differ in {', '.join(sorted(differing)[:8])}"
+                             f"{' ...' if len(differing) > 8 else ''}; using {config_path.name}")
+    elif source.kind == "tensorboard":
+        segments = [read_tensorboard_file(p) for p in source.segments]
+        directory = source.segments[0].parent
+        config_path = _tensorboard_config(directory)
+        config = read_config_yaml(config_path) if config_path else None
+        name, project = _run_name_from_config(config)
+        name, project = name or directory.name, project or directory.parent.name
+    elif source.kind == "wandb":
+        logs = list(wandb_logs) if wandb_logs is not None else [read_wandb_run_dir(d) for d in source.segments]
+        segments = [log.segment for log in logs]
+        config = logs[-1].config or None
+        config_path = _wandb_log_file(logs[-1].directory)
+        name, project = logs[-1].name, logs[-1].project
+    else:  # pragma: no cover
+        raise CompareError(f"unknown log kind {source.kind}")
+
+    merged, merge_notes = merge_segments(segments)
+    notes.extend(merge_notes)
+    metrics = _segment_frame(merged)
+    where = ", ".join(str(p) for p in source.segments)
+    if metrics.empty:
+        raise CompareError(f"run {name}: its metrics log has no logged step ({where}); the run stopped before "
+                           "its first step, or logged no numeric metric")
+    return Run(name=name, source=source.kind, log_paths=tuple(source.segments), metrics=metrics,
+               config=config, config_path=config_path, project=project, notes=notes)
+
+
+def read_sources(sources: list[RunSource], skip_invalid: bool = False) -> tuple[list[Run], list[str]]:
+    """Read discovered runs. wandb directories with the same project and run id are one run's
+    segments (a resumed run), in the order of their directory names (which start with the time).
+
+    Returns the runs and, with ``skip_invalid``, the errors of the runs that were skipped; otherwise
+    the first unusable run raises :class:`CompareError`.
+    """
+    runs: list[Run] = []
+    skipped: list[str] = []
+
+    def attempt(read, *args):
+        try:
+            runs.append(read(*args))
+        except CompareError as err:
+            if not skip_invalid:
+                raise
+            skipped.append(str(err))
+
+    wandb_groups: dict[tuple, list[WandbRunLog]] = {}
+    for source in sources:
+        if source.kind != "wandb" or source.error:
+            attempt(read_run, source)
+            continue
+        for directory in source.segments:
+            try:
+                log = read_wandb_run_dir(directory)
+            except CompareError as err:
+                if not skip_invalid:
+                    raise
+                skipped.append(str(err))
+                continue
+            wandb_groups.setdefault((log.project, log.run_id), []).append(log)
+    for logs in wandb_groups.values():
+        logs.sort(key=lambda log: log.directory.name)
+        attempt(read_run, RunSource("wandb", tuple(log.directory for log in logs)), logs)
+    return runs, skipped

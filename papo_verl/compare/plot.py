@@ -1,0 +1,188 @@
+"""Panels of mean ± std across seeds over steps (matplotlib's object API with the Agg canvas; no pyplot,
+so importing this never changes the caller's backend)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from papo_verl.compare.analysis import TRAIN_SCORE_METRICS, VAL_MEAN_METRIC, Comparison, compare
+from papo_verl.compare.logs import Run
+
+__all__ = ["PANELS", "Panel", "PlotResult", "panels_for", "plot_runs"]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One subplot: ``series`` on the left axis, ``secondary`` on a twin right axis (dashed)."""
+
+    key: str                                   # file name of the single-panel image
+    title: str
+    ylabel: str
+    series: tuple[tuple[str, str], ...]        # (metric, legend suffix)
+    secondary: tuple[tuple[str, str], ...] = ()
+    secondary_ylabel: str = ""
+    hline: Optional[float] = None
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(m for m, _ in self.series + self.secondary)
+
+
+PANELS: tuple[Panel, ...] = (
+    Panel("entropy", "Policy entropy", "actor/entropy (nats)", (("actor/entropy", ""),)),
+    Panel("response_length", "Response length", "response_length/mean (tokens)", (("response_length/mean", ""),)),
+    Panel("pg_clipfrac", "PPO clip fraction", "actor/pg_clipfrac", (("actor/pg_clipfrac", ""),)),
+    Panel("papo_tilt", "PAPO tilt g", "papo/tilt (>0: towards expansion)", (("papo/tilt", ""),), hline=0.0),
+    Panel("papo_weights", "PAPO branch weights", "weight",
+          (("papo/expand_weight", "w₊ expand"), ("papo/contract_weight", "w₋ contract")), hline=1.0),
+    Panel("papo_token_share", "Share of entropy-expanding tokens", "papo/token_share_expand",
+          (("papo/token_share_expand", ""),)),
+    Panel("papo_dH", "Entropy change: measured vs predicted", "papo/dH_measured (nats)",
+          (("papo/dH_measured", "measured"),), secondary=(("papo/dH_predicted", "predicted"),),
+          secondary_ylabel="papo/dH_predicted (∝ ΔH)", hline=0.0),
+    Panel("papo_dH_corr", "Rolling corr(predicted, measured ΔH)", "correlation",
+          (("papo/dH_corr_pearson", "Pearson"), ("papo/dH_corr_spearman", "Spearman")), hline=0.0),
+)
+
+_STYLES = ("-", "--", ":", "-.")
+
+
+@dataclass
+class PlotResult:
+    """What was drawn: the files written and, per panel key, ``{algorithm: [metrics drawn]}``."""
+
+    files: list[Path] = field(default_factory=list)
+    panels: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+
+
+def panels_for(comparison: Comparison) -> list[Panel]:
+    """The panels with data for at least one algorithm: train score, validation (one per data source
+    and N), entropy, length, clip fraction, the PAPO panels, then ``extra_metrics``."""
+    panels: list[Panel] = []
+    score = next((m for m in TRAIN_SCORE_METRICS if comparison.has_metric(m)), None)
+    if score:
+        panels.append(Panel("train_score", "Train score", score, ((score, ""),)))
+    for metric in comparison.validation_metrics():
+        match = VAL_MEAN_METRIC.match(metric)
+        panels.append(Panel(f"val_{_slug(match['source'])}_{_slug(match['var'])}_mean{match['n']}",
+                            f"Validation {match['var']} mean@{match['n']}: {match['source']}", metric, ((metric, ""),)))
+    panels += list(PANELS)
+    known = {m for p in panels for m in p.metrics}
+    for metric in comparison.extra_metrics:
+        if metric not in known:
+            panels.append(Panel(_slug(metric), metric, metric, ((metric, ""),)))
+    return [p for p in panels if any(comparison.has_metric(m) for m in p.metrics)]
+
+
+def _colors(labels: Sequence[str]) -> dict[str, str]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {label: cmap(i % 10) for i, label in enumerate(labels)}
+
+
+def _draw_panel(ax, panel: Panel, comparison: Comparison, colors: dict, drawn: dict[str, list[str]]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    handles = []
+    axes = [(ax, panel.series)]
+    twin = None
+    if panel.secondary and any(comparison.has_metric(m) for m, _ in panel.secondary):
+        twin = ax.twinx()
+        axes.append((twin, panel.secondary))
+    for axis_index, (axis, series) in enumerate(axes):
+        for series_index, (metric, suffix) in enumerate(series):
+            style = "--" if axis_index == 1 else _STYLES[series_index % len(_STYLES)]
+            for label in comparison.labels:
+                agg = comparison.aggregate(metric, label)
+                if agg is None:
+                    continue
+                n_runs = int(agg["n"].max())
+                name = f"{label} (n={n_runs})" + (f" · {suffix}" if suffix else "")
+                steps = agg.index.to_numpy()
+                few = len(steps) <= 25
+                (line,) = axis.plot(steps, agg["mean"].to_numpy(), linestyle=style, color=colors[label],
+                                    marker="o" if few else None, markersize=3, linewidth=1.5, label=name)
+                band = (agg["std"].notna() & (agg["n"] >= 2)).to_numpy()
+                if band.any():  # over the steps that ≥ 2 runs logged (joined across the others)
+                    mean, std = agg["mean"].to_numpy()[band], agg["std"].to_numpy()[band]
+                    axis.fill_between(steps[band], mean - std, mean + std, color=colors[label], alpha=0.18,
+                                      linewidth=0)
+                handles.append(line)
+                drawn.setdefault(label, []).append(metric)
+    if panel.hline is not None:
+        ax.axhline(panel.hline, color="0.6", linewidth=0.8, linestyle=":")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(panel.title, fontsize=10)
+    ax.set_xlabel("step")
+    ax.set_ylabel(panel.ylabel, fontsize=8)
+    if twin is not None:
+        twin.set_ylabel(panel.secondary_ylabel, fontsize=8)
+    ax.grid(True, alpha=0.3)
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="best")
+
+
+def _save(fig, path: Path, svg: bool, files: list[Path]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    files.append(path)
+    if svg:
+        svg_path = path.with_suffix(".svg")
+        fig.savefig(svg_path)
+        files.append(svg_path)
+
+
+def plot_runs(
+    runs: Union[Sequence[Run], Comparison],
+    out_png: Union[str, Path],
+    svg: bool = False,
+    *,
+    panel_dir: Optional[Union[str, Path]] = None,
+    title: Optional[str] = None,
+    **compare_kwargs,
+) -> PlotResult:
+    """Draw every panel with data into one PNG grid (``out_png``; ``svg=True`` adds ``.svg``).
+
+    Each algorithm is one colour: its mean over runs (seeds) per step, with a ± sample-std band where
+    at least two runs logged the step. Metrics an algorithm does not log (``papo/*`` for GRPO) are
+    absent from its panels. ``panel_dir`` also writes one image per panel (``<panel key>.png``).
+    """
+    from matplotlib.figure import Figure
+
+    comparison = runs if isinstance(runs, Comparison) else compare(runs, **compare_kwargs)
+    panels = panels_for(comparison)
+    result = PlotResult()
+    if not panels:
+        from papo_verl.compare.logs import CompareError
+
+        raise CompareError("nothing to plot: the runs log none of the plotted metrics "
+                           "(critic/score/mean, val-core/*/mean@N, actor/entropy, response_length/mean, papo/*)")
+    colors = _colors(comparison.labels)
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(5.2 * ncols, 3.6 * nrows), layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, panel in zip(grid.flat, panels):
+        drawn: dict[str, list[str]] = {}
+        _draw_panel(ax, panel, comparison, colors, drawn)
+        result.panels[panel.key] = drawn
+    for ax in list(grid.flat)[len(panels):]:
+        ax.set_visible(False)
+    runs_per_label = ", ".join(f"{label}: {len(members)}" for label, members in comparison.groups.items())
+    fig.suptitle(title or f"mean ± std over seeds, steps ≤ {comparison.horizon} (runs — {runs_per_label})", fontsize=11)
+    _save(fig, Path(out_png), svg, result.files)
+    if panel_dir is not None:
+        for panel in panels:
+            single = Figure(figsize=(6.0, 4.0), layout="constrained")
+            _draw_panel(single.subplots(), panel, comparison, colors, {})
+            _save(single, Path(panel_dir) / f"{panel.key}.png", svg, result.files)
+    return result

@@ -1,0 +1,159 @@
+"""Mean ± std across seeds, the Markdown table's numbers and the common horizon, against numpy on the
+values the runs logged."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from papo_verl.compare import CompareWarning, compare, load_runs
+from papo_verl.compare.cli import main
+from tests.compare.helpers import run_config, synthetic_metrics, write_file_run
+
+SEEDS = (1, 2, 3)
+METRICS = ("critic/score/mean", "actor/entropy", "val-core/gsm8k/acc/mean@1", "papo/tilt", "papo/dH_corr_pearson")
+
+
+@pytest.fixture(scope="module")
+def three_seeds_each(tmp_path_factory):
+    """PAPO and GRPO, seeds 1-3, steps 1..6 (entropy NaN at one step of one seed); {algo: {seed: metrics}}."""
+    root = tmp_path_factory.mktemp("runs")
+    written = {}
+    for algorithm in ("papo", "grpo"):
+        for seed in SEEDS:
+            metrics = synthetic_metrics(algorithm, seed, range(1, 7), nan_step=3 if seed == 2 else None)
+            write_file_run(root, run_config(algorithm, seed, f"{algorithm}-seed{seed}"), metrics)
+            written.setdefault(algorithm, {})[seed] = metrics
+    return root, written
+
+
+def _numpy_stats(written_by_seed, metric, steps):
+    out = {}
+    for step in steps:
+        values = [m[step][metric] for m in written_by_seed.values()
+                  if step in m and metric in m[step] and math.isfinite(m[step][metric])]
+        if values:
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+            out[step] = (float(np.mean(values)), std, len(values))
+    return out
+
+
+def _load(root, **kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CompareWarning)
+        comparison = compare(load_runs([root]), **kwargs)
+    return comparison, [str(w.message) for w in caught]
+
+
+def _assert_frame_matches(agg: pd.DataFrame, expected: dict):
+    assert list(agg.index) == sorted(expected)
+    for step, (mean, std, n) in expected.items():
+        assert agg.loc[step, "mean"] == pytest.approx(mean, rel=1e-12)
+        assert int(agg.loc[step, "n"]) == n
+        if n > 1:
+            assert agg.loc[step, "std"] == pytest.approx(std, rel=1e-12)
+        else:
+            assert math.isnan(agg.loc[step, "std"])
+
+
+def test_mean_and_std_per_step_match_numpy(three_seeds_each):
+    root, written = three_seeds_each
+    comparison, messages = _load(root)
+    assert messages == []
+    assert comparison.horizon == 6
+    for algorithm in ("papo", "grpo"):
+        for metric in METRICS:
+            agg = comparison.aggregate(metric, algorithm)
+            if metric.startswith("papo/") and algorithm == "grpo":
+                assert agg is None
+                continue
+            _assert_frame_matches(agg, _numpy_stats(written[algorithm], metric, range(1, 7)))
+    # the NaN entropy at step 3 of seed 2 leaves two runs there
+    assert int(comparison.aggregate("actor/entropy", "papo").loc[3, "n"]) == 2
+    # validation every 2nd step only
+    assert list(comparison.aggregate("val-core/gsm8k/acc/mean@1", "grpo").index) == [2, 4, 6]
+
+
+def _parse(cell: str) -> tuple[float, float]:
+    mean, _, std = cell.partition(" ± ")
+    return float(mean), float(std) if std else math.nan
+
+
+def _table_rows(markdown: str) -> dict[tuple[str, str], list[str]]:
+    rows = {}
+    for line in markdown.splitlines():
+        match = re.match(r"^\| `([^`]+)` \| (\w[\w+]*) \| (\d+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", line)
+        if match:
+            rows[(match[1], match[2])] = [match[3], match[4].strip(), match[5].strip(), match[6].strip()]
+    return rows
+
+
+def test_markdown_final_and_best_match_numpy(three_seeds_each):
+    root, written = three_seeds_each
+    comparison, _ = _load(root)
+    rows = _table_rows(comparison.markdown())
+    for algorithm in ("papo", "grpo"):
+        for metric in ("critic/score/mean", "val-core/gsm8k/acc/mean@1", "actor/entropy", "papo/tilt"):
+            if metric.startswith("papo/") and algorithm == "grpo":
+                assert (metric, algorithm) not in rows
+                continue
+            finals = [m[max(s for s in m if metric in m[s])][metric] for m in written[algorithm].values()]
+            n, final, at_step, best = rows[(metric, algorithm)]
+            assert int(n) == 3
+            assert _parse(final)[0] == pytest.approx(np.mean(finals), rel=1e-3)
+            assert _parse(final)[1] == pytest.approx(np.std(finals, ddof=1), rel=5e-2)
+            assert at_step == "6"
+            if metric == "actor/entropy" or metric.startswith("papo/"):
+                assert best == "—"
+            else:
+                bests = [max(v[metric] for v in m.values() if metric in v) for m in written[algorithm].values()]
+                assert _parse(best)[0] == pytest.approx(np.mean(bests), rel=1e-3)
+                assert _parse(best)[1] == pytest.approx(np.std(bests, ddof=1), rel=5e-2)
+
+
+def test_cli_writes_aggregate_csv_with_numpys_values(three_seeds_each, tmp_path, capsys):
+    root, written = three_seeds_each
+    assert main([str(root), "-o", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "aggregate.csv")
+    assert list(table.columns) == ["algorithm", "metric", "step", "mean", "std", "n"]
+    assert set(table["algorithm"]) == {"papo", "grpo"}
+    assert not table[(table["algorithm"] == "grpo") & table["metric"].str.startswith("papo/")].shape[0]
+    for algorithm in ("papo", "grpo"):
+        expected = _numpy_stats(written[algorithm], "critic/score/mean", range(1, 7))
+        rows = table[(table["algorithm"] == algorithm) & (table["metric"] == "critic/score/mean")].set_index("step")
+        _assert_frame_matches(rows, expected)
+    stdout = capsys.readouterr().out
+    assert stdout.strip() == (tmp_path / "out" / "summary.md").read_text().strip()
+
+
+def test_different_horizons_are_warned_and_compared_on_the_common_one(tmp_path):
+    written = {}
+    for algorithm, seed, last in (("papo", 1, 8), ("papo", 2, 8), ("grpo", 1, 5), ("grpo", 2, 7)):
+        metrics = synthetic_metrics(algorithm, seed, range(1, last + 1))
+        write_file_run(tmp_path, run_config(algorithm, seed, f"{algorithm}-seed{seed}"), metrics)
+        written.setdefault(algorithm, {})[seed] = metrics
+    comparison, messages = _load(tmp_path)
+    assert comparison.horizon == 5
+    assert "horizons differ between algorithms (grpo ends at steps 5..7, papo ends at step 8); comparing every " \
+           "algorithm on the common horizon, steps ≤ 5" in messages
+    assert "runs of grpo end at different steps (grpo-seed1: 5, grpo-seed2: 7); comparing on steps ≤ 5" in messages
+    for algorithm in ("papo", "grpo"):
+        agg = comparison.aggregate("critic/score/mean", algorithm)
+        _assert_frame_matches(agg, _numpy_stats(written[algorithm], "critic/score/mean", range(1, 6)))
+    rows = _table_rows(comparison.markdown())
+    n, final, at_step, _ = rows[("critic/score/mean", "papo")]
+    assert at_step == "5"
+    assert _parse(final)[0] == pytest.approx(np.mean([m[5]["critic/score/mean"] for m in written["papo"].values()]),
+                                            rel=1e-3)
+    assert "Steps ≤ **5** (common horizon)" in comparison.markdown()
+
+    capped, messages = _load(tmp_path, max_step=3)
+    assert capped.horizon == 3
+    assert list(capped.aggregate("papo/tilt", "papo").index) == [1, 2, 3]
+    _, messages = _load(tmp_path, max_step=50)
+    assert "max step 50 is beyond the common horizon; comparing on steps ≤ 5" in messages

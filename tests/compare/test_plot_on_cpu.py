@@ -1,0 +1,101 @@
+"""The panels: valid PNG/SVG files, PAPO panels only for PAPO, curves = mean over seeds with a std band."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+
+from papo_verl.compare import CompareWarning, compare, load_runs, plot_runs
+from papo_verl.compare.plot import _draw_panel, _colors, panels_for
+from tests.compare.helpers import png_size, run_config, synthetic_metrics, write_file_run
+
+PAPO_PANELS = {"papo_tilt", "papo_weights", "papo_token_share", "papo_dH", "papo_dH_corr"}
+COMMON_PANELS = {"train_score", "val_gsm8k_acc_mean1", "entropy", "response_length", "pg_clipfrac"}
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    written = {}
+    for algorithm in ("papo", "grpo"):
+        for seed in (1, 2):
+            metrics = synthetic_metrics(algorithm, seed, range(1, 9))
+            written[(algorithm, seed)] = (write_file_run(root, run_config(algorithm, seed, f"{algorithm}-seed{seed}"),
+                                                         metrics), metrics)
+    return root, written
+
+
+def _runs(paths):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompareWarning)
+        return load_runs(paths)
+
+
+def test_png_and_panels_with_papo_only_for_papo(runs_dir, tmp_path):
+    root, _ = runs_dir
+    result = plot_runs(_runs([root]), tmp_path / "cmp.png", panel_dir=tmp_path / "panels")
+    assert set(result.panels) == PAPO_PANELS | COMMON_PANELS
+    for key in PAPO_PANELS:
+        assert set(result.panels[key]) == {"papo"}, key
+    for key in COMMON_PANELS:
+        assert set(result.panels[key]) == {"papo", "grpo"}, key
+    assert result.panels["papo_weights"]["papo"] == ["papo/expand_weight", "papo/contract_weight"]
+    assert result.panels["papo_dH"]["papo"] == ["papo/dH_measured", "papo/dH_predicted"]
+    assert result.panels["papo_dH_corr"]["papo"] == ["papo/dH_corr_pearson", "papo/dH_corr_spearman"]
+
+    width, height = png_size(tmp_path / "cmp.png")
+    assert (width, height) == (int(5.2 * 3 * 110), int(3.6 * 4 * 110))  # 10 panels: a 4 x 3 grid at 110 dpi
+    assert (tmp_path / "cmp.png").stat().st_size > 50_000
+    assert sorted(p.name for p in (tmp_path / "panels").iterdir()) == sorted(f"{k}.png" for k in result.panels)
+    for path in (tmp_path / "panels").iterdir():
+        assert png_size(path) == (660, 440)
+    assert not list(tmp_path.rglob("*.svg"))
+    assert result.files[0] == tmp_path / "cmp.png" and len(result.files) == 1 + len(result.panels)
+
+
+def test_svg_when_asked(runs_dir, tmp_path):
+    root, _ = runs_dir
+    result = plot_runs(_runs([root]), tmp_path / "cmp.png", svg=True)  # per-panel SVGs: see test_cli_on_cpu
+    svgs = sorted(p for p in result.files if p.suffix == ".svg")
+    assert svgs == [tmp_path / "cmp.svg"]
+    assert png_size(tmp_path / "cmp.png")[0] > 1000
+    for path in svgs:
+        text = path.read_text()
+        assert text.startswith("<?xml") and "<svg" in text and "</svg>" in text
+    assert (tmp_path / "cmp.svg").stat().st_size > 50_000
+
+
+def test_curve_is_the_mean_over_seeds_with_a_std_band(runs_dir):
+    root, written = runs_dir
+    comparison = compare(_runs([root]))
+    (panel,) = [p for p in panels_for(comparison) if p.key == "papo_tilt"]
+    ax = Figure().subplots()
+    _draw_panel(ax, panel, comparison, _colors(comparison.labels), {})
+    (line,) = ax.get_lines()[:1]
+    values = np.array([[written[("papo", s)][1][step]["papo/tilt"] for s in (1, 2)] for step in range(1, 9)])
+    np.testing.assert_allclose(line.get_xdata(), np.arange(1, 9))
+    np.testing.assert_allclose(line.get_ydata(), values.mean(axis=1), rtol=1e-12)
+    assert line.get_label() == "papo (n=2)"
+    (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    vertices = band.get_paths()[0].vertices
+    upper = values.mean(axis=1) + values.std(axis=1, ddof=1)
+    lower = values.mean(axis=1) - values.std(axis=1, ddof=1)
+    assert vertices[:, 1].max() == pytest.approx(upper.max(), rel=1e-9)
+    assert vertices[:, 1].min() == pytest.approx(lower.min(), rel=1e-9)
+
+
+def test_single_run_figure_for_the_demo(runs_dir, tmp_path):
+    """The CPU demo's use: one PAPO run's reward, entropy and phase weights in one PNG."""
+    _, written = runs_dir
+    log, _ = written[("papo", 1)]
+    runs = load_runs([log])
+    assert [(r.name, r.label, r.seed) for r in runs] == [("papo-seed1", "papo", 1)]
+    result = plot_runs(runs, tmp_path / "demo.png")
+    assert {"train_score", "entropy", "papo_weights", "papo_tilt"} <= set(result.panels)
+    assert result.panels["papo_weights"] == {"papo": ["papo/expand_weight", "papo/contract_weight"]}
+    assert png_size(tmp_path / "demo.png")[0] > 1000
+    assert result.files == [tmp_path / "demo.png"]
