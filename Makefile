@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.papo-installed
 
-.PHONY: venv demo test clean-venv
+.PHONY: venv demo demo-compare demo-seeds selfcheck test clean-venv
 
 $(STAMP): setup.py pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,20 @@ $(STAMP): setup.py pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+# the main job: verl's trainer with PAPO on CPU (DEMO_STEPS=N shortens it); outputs/demo/<timestamp>/
 demo: venv
+	$(PY) -m papo_verl.demo
+
+# PAPO and GRPO on the same config, plotted together
+demo-compare: venv
+	$(PY) -m papo_verl.demo --compare
+
+# PAPO, GRPO and DAPO with 3 seeds each, then papo-compare (examples/cpu_multiseed.sh)
+demo-seeds: venv
+	PYTHON=$(PY) bash examples/cpu_multiseed.sh
+
+# what verl sees registered, and a worked polarity example (seconds)
+selfcheck: venv
 	$(PY) -m papo_verl.selfcheck
 
 test: venv

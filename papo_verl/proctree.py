@@ -41,10 +41,17 @@ def _descendants(root: psutil.Process) -> list[psutil.Process]:
 
 
 class ProcessTreeRun:
-    """``with ProcessTreeRun(cmd, env=..., cwd=..., log_path=...) as run: rc = run.wait(timeout_s)``."""
+    """``with ProcessTreeRun(cmd, env=..., cwd=..., log_path=...) as run: rc = run.wait(timeout_s)``.
 
-    def __init__(self, cmd: list[str], env: dict, cwd: str, log_path: str, interval_s: float = 1.0):
+    The command's output goes to ``log_path``; with ``echo=True`` it is also copied, as it comes, to
+    ``sys.stdout`` (the CPU demo shows verl's progress live).
+    """
+
+    def __init__(self, cmd: list[str], env: dict, cwd: str, log_path: str, interval_s: float = 1.0,
+                 echo: bool = False):
         self.cmd, self.env, self.cwd, self.log_path, self.interval_s = cmd, env, cwd, log_path, interval_s
+        self.echo = echo
+        self._reader: Optional[threading.Thread] = None
         self.memory = TreeMemory()
         self.seen: dict[int, float] = {}  # pid -> create_time
         self.proc: Optional[subprocess.Popen] = None
@@ -55,12 +62,28 @@ class ProcessTreeRun:
     def __enter__(self) -> "ProcessTreeRun":
         self._log = open(self.log_path, "wb")
         self.started_at = time.time()
-        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd,
+                                     stdout=subprocess.PIPE if self.echo else self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        if self.echo:
+            self._reader = threading.Thread(target=self._copy_output, daemon=True)
+            self._reader.start()
         self._root = psutil.Process(self.proc.pid)
         self._sampler = threading.Thread(target=self._sample_loop, daemon=True)
         self._sampler.start()
         return self
+
+    def _copy_output(self) -> None:
+        import sys
+
+        out = getattr(sys.stdout, "buffer", None)
+        for line in iter(self.proc.stdout.readline, b""):
+            self._log.write(line)
+            if out is not None:
+                out.write(line)
+                out.flush()
+            else:
+                sys.stdout.write(line.decode(errors="replace"))
 
     def _sample_loop(self) -> None:
         while not self._stop.is_set():
@@ -143,4 +166,6 @@ class ProcessTreeRun:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        if self._reader is not None:
+            self._reader.join(timeout=10)
         self._log.close()

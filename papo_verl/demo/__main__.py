@@ -1,0 +1,7 @@
+"""``python -m papo_verl.demo``: the CPU demo (see :mod:`papo_verl.demo.run`)."""
+
+import sys
+
+from papo_verl.demo.run import main
+
+sys.exit(main())

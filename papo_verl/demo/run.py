@@ -1,0 +1,237 @@
+"""The main job: verl's real v1 trainer with PAPO on this machine's CPU, on a tiny pre-trained policy.
+
+``python -m papo_verl.demo`` (``make demo``):
+
+1. builds (or reuses) the demo's assets — a tiny Qwen2 pre-trained here on a verifiable countdown-style
+   task, its tokenizer, train/test parquet files and the reward function (:mod:`papo_verl.demo.assets`);
+2. runs ``python -m papo_verl.main --config-name papo_trainer_cpu`` with PAPO on them: Ray,
+   TransferQueue, FSDP2 over gloo, the batched ``hf_cpu`` rollout, verl's progress on the console,
+   metrics to a JSONL file and tensorboard;
+3. plots reward, entropy and the PAPO phase weights over steps (``papo-compare``) to ``demo.png`` and
+   prints the start/end figures and the peak memory of the whole process tree.
+
+``--compare`` (``make demo-compare``) also runs GRPO on the same config and plots both;
+``--algorithms papo grpo dapo --seeds 0 1 2`` (``make demo-seeds``) is the multi-seed comparison.
+``DEMO_STEPS=N`` (or ``--steps N``) shortens a run. Every invocation writes into a new folder
+``outputs/demo/<timestamp>/`` (or ``--out``); nothing earlier is overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["ALGORITHMS", "DemoRun", "demo_overrides", "main", "run_training"]
+
+# The algorithm keys of recipes/<name>_math.sh (tests/demo/test_presets_on_cpu.py checks they agree),
+# with DAPO's overlong buffer scaled to the demo's short responses.
+ALGORITHMS: dict[str, list[str]] = {
+    "grpo": [
+        "algorithm.adv_estimator=grpo",
+        "algorithm.norm_adv_by_std_in_grpo=True",
+        "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla",
+        "actor_rollout_ref.actor.clip_ratio_low=0.2",
+        "actor_rollout_ref.actor.clip_ratio_high=0.2",
+        "actor_rollout_ref.actor.clip_ratio_c=3.0",
+        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
+        "algorithm.filter_groups.enable=False",
+        "reward.reward_manager.name=naive",
+    ],
+    "papo": [
+        "algorithm.adv_estimator=papo",
+        "algorithm.norm_adv_by_std_in_grpo=True",
+        "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla",
+        "actor_rollout_ref.actor.clip_ratio_low=0.2",
+        "actor_rollout_ref.actor.clip_ratio_high=0.2",
+        "actor_rollout_ref.actor.clip_ratio_c=3.0",
+        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
+        "algorithm.filter_groups.enable=False",
+        "reward.reward_manager.name=naive",
+    ],
+    "dapo": [
+        "algorithm.adv_estimator=grpo",
+        "algorithm.norm_adv_by_std_in_grpo=True",
+        "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla",
+        "actor_rollout_ref.actor.clip_ratio_low=0.2",
+        "actor_rollout_ref.actor.clip_ratio_high=0.28",
+        "actor_rollout_ref.actor.clip_ratio_c=10.0",
+        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
+        "algorithm.filter_groups.enable=True",
+        "algorithm.filter_groups.metric=acc",
+        "algorithm.filter_groups.max_inflight_gen_batches=1",
+        "reward.reward_manager.name=dapo",
+        "+reward.reward_kwargs.overlong_buffer_cfg.enable=True",
+        "+reward.reward_kwargs.overlong_buffer_cfg.len=4",  # recipes: 512 of 3072 tokens; here 4 of ~24
+        "+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor=1.0",
+        "+reward.reward_kwargs.overlong_buffer_cfg.log=False",
+        "+reward.reward_kwargs.max_resp_len=${data.max_response_length}",
+    ],
+}
+
+# The demo's scale on 2 CPU cores (everything that is not an algorithm key; shared by every run).
+DEMO_SETTINGS = [
+    "data.train_batch_size=16",  # prompts per step
+    "actor_rollout_ref.rollout.n=8",  # responses per prompt: 128 per step
+    "actor_rollout_ref.actor.ppo_mini_batch_size=8",  # 2 updates per step (the second is off-policy)
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=32",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=32",
+    "actor_rollout_ref.actor.optim.lr=1e-4",  # 3e-4 already degrades this 1M-parameter policy
+    "actor_rollout_ref.actor.optim.lr_warmup_steps=0",
+    "actor_rollout_ref.rollout.temperature=1.0",
+    # validation samples like training (T = 1, 8 answers per problem), so pass@k and diversity show
+    "actor_rollout_ref.rollout.val_kwargs.do_sample=true",
+    "actor_rollout_ref.rollout.val_kwargs.temperature=1.0",
+    "actor_rollout_ref.rollout.val_kwargs.n=8",
+    "data.val_max_samples=32",
+    "trainer.val_before_train=true",
+    "trainer.test_freq=5",
+    "trainer.save_freq=-1",
+    "trainer.logger=[console,file,tensorboard]",
+    "trainer.project_name=papo_demo",
+]
+
+
+def demo_overrides(algorithm: str, seed: int, steps: int, experiment: str, checkpoint_dir: str) -> list[str]:
+    """Hydra overrides of one demo run (after the assets' data/model/reward overrides)."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; the demo knows {sorted(ALGORITHMS)}")
+    return [
+        *DEMO_SETTINGS,
+        *ALGORITHMS[algorithm],
+        f"data.seed={seed}", f"actor_rollout_ref.actor.data_loader_seed={seed}", f"actor_rollout_ref.rollout.seed={seed}",
+        f"trainer.total_training_steps={steps}",
+        f"trainer.experiment_name={experiment}",
+        f"trainer.default_local_dir={checkpoint_dir}",
+        "+ray_kwargs.ray_init.address=local",  # a fresh local cluster for every run
+    ]
+
+
+@dataclass
+class DemoRun:
+    algorithm: str
+    seed: int
+    experiment: str
+    rc: int
+    wall_s: float
+    peak_pss_gib: float
+    peak_rss_gib: float
+    metrics_file: Optional[str]
+    log_file: str
+
+
+def run_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra: list[str], echo: bool = True) -> DemoRun:
+    """One ``python -m papo_verl.main --config-name papo_trainer_cpu`` run as its own process tree."""
+    from papo_verl.proctree import ProcessTreeRun
+
+    experiment = f"{algorithm}-seed{seed}"
+    cmd = [sys.executable, "-m", "papo_verl.main", "--config-name", "papo_trainer_cpu", *assets.verl_overrides(),
+           *demo_overrides(algorithm, seed, steps, experiment, str(out / "checkpoints" / experiment)), *extra]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VERL_FILE_LOGGER_PATH")}
+    env.update(VERL_FILE_LOGGER_ROOT=str(out / "logs"), TENSORBOARD_DIR=str(out / "tensorboard" / experiment),
+               TOKENIZERS_PARALLELISM="false")
+    log_file = out / f"{experiment}.log"
+    print(f"\n=== papo_verl demo: {algorithm} (seed {seed}), {steps} steps; full log {log_file} ===", flush=True)
+    with ProcessTreeRun(cmd, env=env, cwd=str(out), log_path=str(log_file), echo=echo) as run:
+        rc = run.wait(timeout_s=6 * 3600)
+        wall = time.time() - run.started_at
+    text = log_file.read_text(errors="replace")
+    marker = "papo_verl: metrics log "
+    metrics_file = text[text.index(marker) + len(marker):].split(" ", 1)[0] if marker in text else None
+    gib = 1024 ** 3
+    return DemoRun(algorithm, seed, experiment, rc if rc is not None else -1, wall, run.memory.peak_pss / gib,
+                   run.memory.peak_rss / gib, metrics_file, str(log_file))
+
+
+def _series(metrics_file: str, key: str) -> list[tuple[int, float]]:
+    out = []
+    with open(metrics_file) as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                if key in row["data"]:
+                    out.append((row["step"], float(row["data"][key])))
+    return out
+
+
+def _start_end(series: list[tuple[int, float]], k: int = 3) -> tuple[float, float]:
+    values = [v for _, v in sorted(series)]
+    k = max(1, min(k, len(values) // 2 or 1))
+    return sum(values[:k]) / k, sum(values[-k:]) / k
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m papo_verl.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algorithms", nargs="+", default=None, choices=sorted(ALGORITHMS),
+                        help="algorithms to run (default: papo; with --compare: papo grpo)")
+    parser.add_argument("--compare", action="store_true", help="also run GRPO on the same config and plot both")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--steps", type=int, default=int(os.environ.get("DEMO_STEPS", "40")),
+                        help="training steps per run (default: $DEMO_STEPS or 40)")
+    parser.add_argument("--out", default=None, help="output folder (default: outputs/demo/<timestamp>)")
+    parser.add_argument("--rebuild-assets", action="store_true", help="rebuild the cached tiny policy and data")
+    parser.add_argument("--quiet", action="store_true", help="do not echo verl's output (it is always in the logs)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. algorithm.papo.alpha=0.3)")
+    args = parser.parse_args(argv)
+    algorithms = args.algorithms or (["papo", "grpo"] if args.compare else ["papo"])
+    if args.steps < 1:
+        parser.error(f"--steps / DEMO_STEPS must be >= 1, got {args.steps}")
+
+    started = time.time()
+    out = Path(args.out or Path("outputs") / "demo" / datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
+    if out.exists() and any(out.iterdir()):
+        parser.error(f"--out {out} is not empty; choose a new folder (nothing is overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+
+    from papo_verl.demo.assets import ensure_assets
+
+    print("papo_verl demo: preparing the tiny pre-trained policy, data and reward ...", flush=True)
+    assets = ensure_assets(rebuild=args.rebuild_assets)
+    print(assets.summary(), flush=True)
+
+    runs = []
+    for seed in args.seeds:
+        for algorithm in algorithms:
+            run = run_training(assets, algorithm, seed, args.steps, out, args.overrides, echo=not args.quiet)
+            runs.append(run)
+            if run.rc != 0:
+                print(f"\npapo_verl demo: the {run.experiment} run failed (exit code {run.rc}); see {run.log_file}",
+                      file=sys.stderr)
+                return 1
+
+    from papo_verl.compare import load_runs, plot_runs, summary_markdown
+
+    logs = [r.metrics_file for r in runs]
+    loaded = load_runs(logs)
+    figure = out / "demo.png"
+    plot_runs(loaded, str(figure), panel_dir=str(out / "panels"),
+              title=f"papo_verl CPU demo: {', '.join(algorithms)}, {len(args.seeds)} seed(s), {args.steps} steps")
+    summary = summary_markdown(loaded)
+    (out / "summary.md").write_text(summary)
+
+    print("\n" + "=" * 100)
+    print(f"papo_verl demo finished in {time.time() - started:.0f} s; results in {out}")
+    for r in runs:
+        reward = _series(r.metrics_file, "critic/score/mean")
+        entropy = _series(r.metrics_file, "actor/entropy")
+        (r0, r1), (h0, h1) = _start_end(reward), _start_end(entropy)
+        line = (f"  {r.experiment:<14} reward {r0:.3f} -> {r1:.3f}   entropy {h0:.3f} -> {h1:.3f} nats   "
+                f"wall {r.wall_s:.0f} s   peak memory {r.peak_pss_gib:.2f} GiB PSS / {r.peak_rss_gib:.2f} GiB RSS")
+        tilt = _series(r.metrics_file, "papo/tilt")
+        if tilt:
+            line += f"   final tilt {tilt[-1][1]:+.2f}"
+        print(line)
+        print(f"    metrics {r.metrics_file}")
+    print(f"  figure  {figure}\n  summary {out / 'summary.md'}\n  tensorboard --logdir {out / 'tensorboard'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
