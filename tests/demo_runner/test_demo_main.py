@@ -1,0 +1,50 @@
+"""The main job as a user runs it: `python -m papo_verl.demo` (2 steps) builds or reuses the demo assets,
+trains with verl's real trainer on CPU, and writes the metrics log, the figure and the summary."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.compare.helpers import png_size
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VERL_FILE_LOGGER_PATH")}
+    proc = subprocess.run([sys.executable, "-m", "papo_verl.demo", "--steps", "2", "--quiet", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1800, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "papo_verl demo finished" in proc.stdout and "peak memory" in proc.stdout
+
+    metrics = out / "logs" / "papo_demo" / "papo-seed0.jsonl"
+    config = out / "logs" / "papo_demo" / "papo-seed0.config.yaml"
+    assert metrics.is_file() and config.is_file()
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    train = {r["step"]: r["data"] for r in rows if "training/global_step" in r["data"]}
+    assert sorted(train) == [1, 2]
+    for m in train.values():
+        assert 0.0 <= m["critic/score/mean"] <= 1.0 and m["actor/entropy"] > 0
+        assert m["papo/expand_weight"] > 0 and "actor/papo/token_share_expand" in m
+    assert any("val-core/papo_demo/countdown/acc/mean@8" in r["data"] for r in rows)  # validation before training
+
+    width, height = png_size(out / "demo.png")
+    assert width > 500 and height > 500
+    summary = (out / "summary.md").read_text()
+    assert "papo" in summary
+    assert (out / "tensorboard" / "papo-seed0").is_dir()
+
+
+def test_demo_refuses_to_overwrite_an_earlier_output(tmp_path):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "earlier.txt").write_text("results")
+    proc = subprocess.run([sys.executable, "-m", "papo_verl.demo", "--steps", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "not empty" in proc.stderr
+    assert (out / "earlier.txt").read_text() == "results"
