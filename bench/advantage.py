@@ -42,7 +42,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -52,6 +51,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchinfo import git_commit  # noqa: E402  (bench/ is the script's own folder)
 
 
 def make_batch(responses: int, tokens: int, group_size: int, seed: int = 0) -> dict:
@@ -78,18 +79,6 @@ def make_batch(responses: int, tokens: int, group_size: int, seed: int = 0) -> d
     stats = {name: (v * mask).float() for name, v in (("old_log_probs", log_prob), ("entropys", entropy),
                                                       ("sum_pi_squared", s2), ("sum_pi_squared_log_pi", s2l))}
     return dict(token_level_rewards=rewards, response_mask=mask, index=uids, **stats)
-
-
-def git_commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("+uncommitted" if dirty else "")
-    except Exception:
-        return "unknown"
 
 
 def cpu_name() -> str:

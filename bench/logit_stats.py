@@ -48,7 +48,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -58,6 +57,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchinfo import git_commit  # noqa: E402  (bench/ is the script's own folder)
 
 CPU_DEFAULT_N = (256, 512)
 GPU_DEFAULT_N = (4096, 16384, 65536)
@@ -139,18 +140,6 @@ def timed(fn, device):
 
 def is_oom(exc):
     return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
-
-
-def git_commit():
-    try:
-        root = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("+uncommitted" if dirty else "")
-    except Exception:
-        return "unknown"
 
 
 def machine(device):

@@ -11,17 +11,16 @@ reward to ``verl.utils.reward_score.gsm8k`` (strict ``#### <n>`` match, score 1.
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
+import os
 import sys
 from typing import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from preprocess_utils import (  # noqa: E402
-    add_common_args, find_column, load_rows, make_record, parse_inputs, report_skipped, run_cli, write_parquet,
-)  # noqa: E402
+    convert_splits, find_column, make_record, report_skipped, run_cli,
+)
 
 DATA_SOURCE = "openai/gsm8k"
 SPLITS = ("train", "test")
@@ -53,24 +52,8 @@ def convert(rows: list[dict], split: str, source: str) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, default_dir="~/data/gsm8k", hf_id=DATA_SOURCE, hf_config="main")
-    parser.add_argument("--input", action="append", metavar="SPLIT=PATH",
-                        help="local file of a split in the HF format (.parquet/.jsonl/.json); repeatable. "
-                             "With --input only the given splits are written; without it both come from the hub.")
-    args = parser.parse_args(argv)
-    inputs = parse_inputs(args.input, SPLITS)
-    splits = list(inputs) if inputs else list(SPLITS)
-    out_dir = os.path.expanduser(args.local_dir)
-    written = {}
-    for split in splits:
-        path = inputs.get(split)
-        rows = load_rows(path, args.hf_id, args.hf_config, split)
-        out = os.path.join(out_dir, f"{split}.parquet")
-        n = write_parquet(convert(rows, split, path or f"{args.hf_id}[{split}]"), out)
-        print(f"{split}: {n} rows -> {out}")
-        written[split] = out
-    return written
+    return convert_splits(argv, description=__doc__, default_dir="~/data/gsm8k", hf_id=DATA_SOURCE, hf_config="main",
+                          splits=SPLITS, convert=convert)
 
 
 if __name__ == "__main__":

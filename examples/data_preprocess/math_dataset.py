@@ -14,7 +14,6 @@ without a custom reward function.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Sequence
@@ -22,7 +21,7 @@ from typing import Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from preprocess_utils import (  # noqa: E402
-    add_common_args, find_column, load_rows, make_record, parse_inputs, report_skipped, run_cli, write_parquet,
+    convert_splits, find_column, make_record, report_skipped, run_cli,
 )
 
 DATA_SOURCE = "DigitalLearningGmbH/MATH-lighteval"
@@ -63,24 +62,8 @@ def convert(rows: list[dict], split: str, source: str) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, default_dir="~/data/math", hf_id=DATA_SOURCE, hf_config="default")
-    parser.add_argument("--input", action="append", metavar="SPLIT=PATH",
-                        help="local file of a split in the HF format (.parquet/.jsonl/.json); repeatable. "
-                             "With --input only the given splits are written; without it both come from the hub.")
-    args = parser.parse_args(argv)
-    inputs = parse_inputs(args.input, SPLITS)
-    splits = list(inputs) if inputs else list(SPLITS)
-    out_dir = os.path.expanduser(args.local_dir)
-    written = {}
-    for split in splits:
-        path = inputs.get(split)
-        rows = load_rows(path, args.hf_id, args.hf_config, split)
-        out = os.path.join(out_dir, f"{split}.parquet")
-        n = write_parquet(convert(rows, split, path or f"{args.hf_id}[{split}]"), out)
-        print(f"{split}: {n} rows -> {out}")
-        written[split] = out
-    return written
+    return convert_splits(argv, description=__doc__, default_dir="~/data/math", hf_id=DATA_SOURCE, hf_config="default",
+                          splits=SPLITS, convert=convert)
 
 
 if __name__ == "__main__":

@@ -197,3 +197,29 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def convert_splits(argv: Sequence[str] | None, *, description: str, default_dir: str, hf_id: str,
+                   hf_config: str | None, splits: Sequence[str],
+                   convert: Callable[[list[dict], str, str], list[dict]]) -> dict[str, str]:
+    """The CLI of a dataset whose splits each become ``<local_dir>/<split>.parquet`` (GSM8K, MATH).
+
+    ``convert(rows, split, source)`` turns the rows of one split (HF format) into verl records.
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser, default_dir=default_dir, hf_id=hf_id, hf_config=hf_config)
+    parser.add_argument("--input", action="append", metavar="SPLIT=PATH",
+                        help="local file of a split in the HF format (.parquet/.jsonl/.json); repeatable. "
+                             "With --input only the given splits are written; without it both come from the hub.")
+    args = parser.parse_args(argv)
+    inputs = parse_inputs(args.input, splits)
+    out_dir = os.path.expanduser(args.local_dir)
+    written = {}
+    for split in (list(inputs) if inputs else list(splits)):
+        path = inputs.get(split)
+        rows = load_rows(path, args.hf_id, args.hf_config, split)
+        out = os.path.join(out_dir, f"{split}.parquet")
+        n = write_parquet(convert(rows, split, path or f"{args.hf_id}[{split}]"), out)
+        print(f"{split}: {n} rows -> {out}")
+        written[split] = out
+    return written

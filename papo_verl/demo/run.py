@@ -44,17 +44,6 @@ ALGORITHMS: dict[str, list[str]] = {
         "algorithm.filter_groups.enable=False",
         "reward.reward_manager.name=naive",
     ],
-    "papo": [
-        "algorithm.adv_estimator=papo",
-        "algorithm.norm_adv_by_std_in_grpo=True",
-        "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla",
-        "actor_rollout_ref.actor.clip_ratio_low=0.2",
-        "actor_rollout_ref.actor.clip_ratio_high=0.2",
-        "actor_rollout_ref.actor.clip_ratio_c=3.0",
-        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
-        "algorithm.filter_groups.enable=False",
-        "reward.reward_manager.name=naive",
-    ],
     "dapo": [
         "algorithm.adv_estimator=grpo",
         "algorithm.norm_adv_by_std_in_grpo=True",
@@ -74,6 +63,10 @@ ALGORITHMS: dict[str, list[str]] = {
         "+reward.reward_kwargs.max_resp_len=${data.max_response_length}",
     ],
 }
+
+# PAPO: GRPO's keys with the PAPO estimator (the recipes' papo_math.sh is grpo_math.sh with that key)
+ALGORITHMS["papo"] = [("algorithm.adv_estimator=papo" if arg.startswith("algorithm.adv_estimator=") else arg)
+                      for arg in ALGORITHMS["grpo"]]
 
 # The demo's scale on 2 CPU cores (everything that is not an algorithm key; shared by every run).
 DEMO_SETTINGS = [
