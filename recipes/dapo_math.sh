@@ -1,37 +1,16 @@
 #!/usr/bin/env bash
 # DAPO (arXiv 2503.14476) on math RLVR, with verl 0.9.1's built-in keys (no forked trainer):
-# clip-higher, token-level loss, dynamic sampling, overlong reward shaping.
+# clip-higher, token-level loss, dynamic sampling, overlong reward shaping (recipes/dapo_keys.sh).
 # The shared base is recipes/common.sh; this file sets the algorithm keys only.
 #   bash recipes/dapo_math.sh [--dry-run] [hydra overrides]
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
+source "${PAPO_RECIPES_DIR}/dapo_keys.sh"
 
 ALGO_ARGS=(
     "algorithm.adv_estimator=grpo"
     "algorithm.norm_adv_by_std_in_grpo=True"
-    # Clip-higher: decoupled clip range [1-0.2, 1+0.28].
-    "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla"
-    "actor_rollout_ref.actor.clip_ratio_low=0.2"
-    "actor_rollout_ref.actor.clip_ratio_high=0.28"
-    # Dual-clip bound for negative advantages, as verl's DAPO recipes.
-    "actor_rollout_ref.actor.clip_ratio_c=10.0"
-    # Token-level policy-gradient loss.
-    "actor_rollout_ref.actor.loss_agg_mode=token-mean"
-    # Dynamic sampling: drop groups whose accuracy has zero std (all right / all wrong) and refill
-    # the batch with fresh prompts. `acc` is math_dapo's correctness flag (reward_extra_info), not
-    # the shaped reward. One train batch of prompts in flight keeps the refill exact and on-policy.
-    "algorithm.filter_groups.enable=True"
-    "algorithm.filter_groups.metric=acc"
-    "algorithm.filter_groups.max_inflight_gen_batches=1"
-    # Overlong reward shaping (0.9.1 keys; the legacy reward_model.overlong_buffer.* no longer
-    # compose): a linear penalty up to -penalty_factor over the last `len` tokens before
-    # max_resp_len. max_resp_len follows data.max_response_length.
-    "reward.reward_manager.name=dapo"
-    "+reward.reward_kwargs.overlong_buffer_cfg.enable=True"
-    "+reward.reward_kwargs.overlong_buffer_cfg.len=${OVERLONG_BUFFER_LEN}"
-    "+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor=1.0"
-    "+reward.reward_kwargs.overlong_buffer_cfg.log=False"
-    "+reward.reward_kwargs.max_resp_len=\${data.max_response_length}"
+    "${DAPO_ARGS[@]}"
 )
 
 papo_recipe_main dapo "$@"
