@@ -56,7 +56,7 @@ Python API (e.g. for a demo's single-run figure)::
     print(summary_markdown(runs))
 
 * ``load_runs(paths, *, label_from="config", label_regex=None, skip_invalid=False) -> list[Run]``
-* ``compare(runs, *, max_step=None, extra_metrics=()) -> Comparison`` (``.groups``, ``.horizon``,
+* ``compare(runs, *, max_step=None, extra_metrics=(), final_window=1) -> Comparison`` (``.groups``, ``.horizon``,
   ``.aggregate(metric, label)`` → DataFrame ``mean/std/n`` by step, ``.summary_rows()``,
   ``.aggregate_table()``, ``.markdown()``, ``.warnings``)
 * ``plot_runs(runs_or_comparison, out_png, svg=False, *, panel_dir=None, title=None) -> PlotResult``

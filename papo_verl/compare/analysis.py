@@ -213,6 +213,8 @@ class Comparison:
     horizon: int
     extra_metrics: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
+    # "final" = mean of each run's last ``final_window`` logged values up to the horizon (1: the last value).
+    final_window: int = 1
 
     @property
     def labels(self) -> list[str]:
@@ -276,8 +278,9 @@ class Comparison:
                     series = series[series.index <= self.horizon]
                     if series.empty:
                         continue
-                    finals.append(float(series.iloc[-1]))
-                    steps.append(int(series.index[-1]))
+                    tail = series.iloc[-self.final_window:]
+                    finals.append(float(tail.mean()))
+                    steps.extend(int(step) for step in tail.index)
                     bests.append(float(series.max()))
                 if not finals:
                     continue
@@ -316,8 +319,13 @@ def _short(value, limit: int = 60) -> str:
 # building a comparison
 # ---------------------------------------------------------------------------------------------------
 
-def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metrics: Sequence[str] = ()) -> Comparison:
+def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metrics: Sequence[str] = (),
+            final_window: int = 1) -> Comparison:
     """Group ``runs`` by algorithm and fix the common horizon; warn about what differs.
+
+    ``final_window``: the table's "final" value of a run is the mean of its last ``final_window`` logged
+    values up to the horizon (1 = the last value; 5–10 averages out the step-to-step noise of small
+    batches before the mean ± std over seeds is taken).
 
     Raises :class:`CompareError` when there are no runs, when the runs share no metric, or when their
     step ranges do not overlap. Horizons that differ (between or within algorithms) are warned about and
@@ -326,6 +334,8 @@ def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metric
     runs = list(runs)
     if not runs:
         raise CompareError("no runs to compare")
+    if isinstance(final_window, bool) or not isinstance(final_window, int) or final_window < 1:
+        raise CompareError(f"final_window must be an integer >= 1 (number of last steps averaged), got {final_window!r}")
     for run in runs:
         if run.label is None:
             run.label, run.label_source = label_from_experiment(run.name), "experiment name"
@@ -364,7 +374,7 @@ def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metric
         elif max_step > horizon:
             _warn(f"max step {max_step} is beyond the common horizon; comparing on steps ≤ {horizon}", notes)
 
-    comparison = Comparison(runs, groups, horizon, tuple(extra_metrics), notes)
+    comparison = Comparison(runs, groups, horizon, tuple(extra_metrics), notes, final_window)
     _check_configs(comparison, notes)
     return comparison
 
@@ -401,9 +411,11 @@ def _steps_text(steps: tuple[int, ...]) -> str:
 
 def _markdown(c: Comparison) -> str:
     lines = ["# papo-compare", ""]
+    final = ("final = the last logged value" if c.final_window == 1 else
+             f"final = each run's mean over its last {c.final_window} logged steps")
     lines.append(f"Steps ≤ **{c.horizon}** (common horizon). Values: mean ± sample std (ddof=1) over the runs "
-                 "(seeds) of each algorithm; n = number of runs; best so far = maximum up to the horizon "
-                 "(reward/score/accuracy metrics only).")
+                 f"(seeds) of each algorithm; n = number of runs; {final} (at step(s)); best so far = maximum "
+                 "up to the horizon (reward/score/accuracy metrics only).")
     lines += ["", "## Runs", "", "| algorithm | seed | run | log | steps |", "|---|---|---|---|---|"]
     for label, members in c.groups.items():
         for r in sorted(members, key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0, r.display)):
@@ -413,7 +425,8 @@ def _markdown(c: Comparison) -> str:
                          f"{f' (+{len(r.log_paths) - 1} earlier segment(s))' if len(r.log_paths) > 1 else ''} "
                          f"| {len(steps)} ({steps[0]}..{steps[-1]}) |")
     lines += ["", f"## Results (steps ≤ {c.horizon})", "",
-              "| metric | algorithm | n | final | at step | best so far |", "|---|---|---|---|---|---|"]
+              f"| metric | algorithm | n | final{'' if c.final_window == 1 else f' (last {c.final_window})'} "
+              "| at step | best so far |", "|---|---|---|---|---|---|"]
     for row in c.summary_rows():
         best = "—" if row.best_mean is None else format_mean_std(row.best_mean, row.best_std, row.n)
         lines.append(f"| `{row.metric}` | {row.label} | {row.n} | {format_mean_std(row.final_mean, row.final_std, row.n)} "

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="algorithm label = this regex's 'label' group (else group 1, else the match) in the "
                              "experiment name; overrides --label-from")
     parser.add_argument("--max-step", type=int, metavar="N", help="compare on steps <= N (at most the common horizon)")
+    parser.add_argument("--final-window", type=int, default=1, metavar="K",
+                        help="the table's 'final' value of a run = mean of its last K logged steps (default 1: "
+                             "the last value; 5-10 averages out the step-to-step noise of small batches)")
     parser.add_argument("--metric", action="append", default=[], metavar="NAME",
                         help="also plot and tabulate this metric (repeatable)")
     parser.add_argument("--skip-invalid", action="store_true",
@@ -67,7 +70,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             runs = load_runs(args.paths, label_from=args.label_from, label_regex=args.label_regex,
                              skip_invalid=args.skip_invalid)
             warnings.showwarning = _print_warning
-            comparison = compare(runs, max_step=args.max_step, extra_metrics=args.metric)
+            comparison = compare(runs, max_step=args.max_step, extra_metrics=args.metric,
+                                 final_window=args.final_window)
             # warnings about the collection (skipped runs, duplicate logs) go into the summary too;
             # per-run ones are there already as the runs' notes
             per_run = {f"run {r.name}: {note}" for r in runs for note in r.notes}

@@ -157,3 +157,33 @@ def test_different_horizons_are_warned_and_compared_on_the_common_one(tmp_path):
     assert list(capped.aggregate("papo/tilt", "papo").index) == [1, 2, 3]
     _, messages = _load(tmp_path, max_step=50)
     assert "max step 50 is beyond the common horizon; comparing on steps ≤ 5" in messages
+
+
+def test_final_window_averages_each_runs_last_steps_before_the_seed_statistics(three_seeds_each, tmp_path, capsys):
+    root, written = three_seeds_each
+    comparison, _ = _load(root, final_window=3)
+    rows = {(r.metric, r.label): r for r in comparison.summary_rows()}
+    for algorithm in ("papo", "grpo"):
+        for metric in ("critic/score/mean", "actor/entropy", "val-core/gsm8k/acc/mean@1"):
+            per_run = []
+            for m in written[algorithm].values():
+                logged = [m[s][metric] for s in sorted(m) if metric in m[s] and math.isfinite(m[s][metric])]
+                per_run.append(np.mean(logged[-3:]))
+            row = rows[(metric, algorithm)]
+            assert row.final_mean == pytest.approx(np.mean(per_run), rel=1e-12)
+            assert row.final_std == pytest.approx(np.std(per_run, ddof=1), rel=1e-12)
+        # validation is logged every 2nd step: its window is steps 2, 4, 6
+        assert rows[("val-core/gsm8k/acc/mean@1", algorithm)].final_steps == (2, 4, 6)
+        assert rows[("critic/score/mean", algorithm)].final_steps == (4, 5, 6)
+    markdown = comparison.markdown()
+    assert "final = each run's mean over its last 3 logged steps" in markdown
+    assert "| metric | algorithm | n | final (last 3) | at step | best so far |" in markdown
+    # the best-so-far column does not depend on the window
+    assert _table_rows(markdown)[("critic/score/mean", "papo")][3] == _table_rows(_load(root)[0].markdown())[
+        ("critic/score/mean", "papo")][3]
+
+    assert main([str(root), "-o", str(tmp_path / "out"), "--final-window", "3"]) == 0
+    assert "final (last 3)" in (tmp_path / "out" / "summary.md").read_text()
+    capsys.readouterr()
+    assert main([str(root), "-o", str(tmp_path / "bad"), "--final-window", "0"]) == 2
+    assert "final_window must be an integer >= 1" in capsys.readouterr().err
