@@ -3,6 +3,7 @@ and the Markdown summary."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import warnings
@@ -374,6 +375,12 @@ def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metric
         elif max_step > horizon:
             _warn(f"max step {max_step} is beyond the common horizon; comparing on steps ≤ {horizon}", notes)
 
+    present = set().union(*(r.metric_names for r in runs))
+    for metric in extra_metrics:
+        if metric not in present:
+            close = difflib.get_close_matches(metric, sorted(present), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            _warn(f"metric {metric} was asked for but no run logged it: it is not plotted or tabulated{hint}", notes)
     comparison = Comparison(runs, groups, horizon, tuple(extra_metrics), notes, final_window)
     _check_configs(comparison, notes)
     return comparison

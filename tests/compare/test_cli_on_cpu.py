@@ -60,7 +60,8 @@ def test_python_dash_m_writes_every_output(two_algorithms, tmp_path):
 def test_help_lists_the_options(tmp_path):
     proc = _module("--help", cwd=tmp_path)
     assert proc.returncode == 0
-    for option in ("--out", "--svg", "--label-from", "--label-regex", "--max-step", "--metric", "--skip-invalid"):
+    for option in ("--out", "--svg", "--label-from", "--label-regex", "--max-step", "--final-window", "--metric",
+                   "--skip-invalid"):
         assert option in proc.stdout
 
 
@@ -68,6 +69,16 @@ def test_extra_metric_gets_a_panel_and_a_row(two_algorithms, tmp_path, capsys):
     assert main([str(two_algorithms), "-o", str(tmp_path), "--metric", "critic/rewards/mean"]) == 0
     assert (tmp_path / "panels" / "critic_rewards_mean.png").is_file()
     assert "| `critic/rewards/mean` | papo | 2 |" in capsys.readouterr().out
+
+
+def test_extra_metric_no_run_logged_is_warned_with_the_close_names(two_algorithms, tmp_path, capsys):
+    assert main([str(two_algorithms), "-o", str(tmp_path), "--metric", "critic/reward/mean"]) == 0
+    captured = capsys.readouterr()
+    warning = ("metric critic/reward/mean was asked for but no run logged it: it is not plotted or tabulated; "
+               "did you mean critic/rewards/mean")
+    assert f"papo-compare: warning: {warning}" in captured.err
+    assert warning in captured.out  # and in summary.md's warnings
+    assert not (tmp_path / "panels" / "critic_reward_mean.png").exists()
 
 
 # ---- errors -----------------------------------------------------------------------------------------
