@@ -1,6 +1,7 @@
 """The README's generated sections match their sources; the yaml block matches the dataclass."""
 
 import os
+import re
 
 import yaml
 
@@ -31,3 +32,52 @@ def test_yaml_papo_block_has_every_knob_with_the_dataclass_default():
 def test_readme_names_the_two_setup_commands():
     assert "make demo" in README and "make test" in README
     assert "make test" in open(os.path.join(ROOT, ".ci", "run")).read()
+
+
+# ---- the results page (docs/results.md) -------------------------------------------------------------
+
+RESULTS = os.path.join(ROOT, "docs", "results.md")
+SUMMARY = os.path.join(ROOT, "docs", "figures", "cpu_comparison_summary.md")
+
+
+def _summary_final(metric: str, algorithm: str) -> float:
+    """The 'final (last 5)' mean papo-compare wrote for ``metric`` and ``algorithm``."""
+    for line in open(SUMMARY, encoding="utf-8"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0] == f"`{metric}`" and cells[1] == algorithm:
+            return float(cells[3].split(" ± ")[0])
+    raise AssertionError(f"{metric} / {algorithm} not in {SUMMARY}")
+
+
+def _table_row(text: str, label: str) -> list[str]:
+    for line in text.splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == label:
+            return cells
+    raise AssertionError(f"no table row {label!r}")
+
+
+def test_results_page_figures_are_the_committed_papo_compare_output():
+    """The headline numbers of docs/results.md and the README are those of the committed summary that
+    papo-compare wrote beside the committed figure (--final-window 5), rounded to 3 decimals."""
+    results = open(RESULTS, encoding="utf-8").read()
+    assert "--final-window 5" in results and "| final (last 5) |" in open(SUMMARY, encoding="utf-8").read()
+    assert "bash examples/cpu_multiseed.sh" in results and "make demo-seeds" in results
+    for label in ("PAPO", "GRPO", "DAPO"):
+        algorithm = label.lower()
+        row = _table_row(results, label)
+        entropy = float(row[1].split(" ± ")[0])
+        assert abs(entropy - _summary_final("actor/entropy", algorithm)) <= 5e-4 + 1e-9, (label, entropy)
+        reward = float(row[2].split(" ± ")[0])
+        assert abs(reward - _summary_final("critic/score/mean", algorithm)) <= 5e-4 + 1e-9, (label, reward)
+        readme_entropy = float(_table_row(README, label)[1].split(" ± ")[0])
+        assert readme_entropy == entropy
+    with open(os.path.join(ROOT, "docs", "figures", "cpu_comparison.png"), "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_relative_links_of_the_docs_exist():
+    for path in (os.path.join(ROOT, "README.md"), RESULTS):
+        text = open(path, encoding="utf-8").read()
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+            assert os.path.exists(os.path.join(os.path.dirname(path), target)), f"{path}: broken link {target}"

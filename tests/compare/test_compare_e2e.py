@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -155,3 +156,23 @@ def test_papo_panels_only_for_papo_on_real_cpu_runs(e2e_runs, logs, tmp_path):
         assert set(result.panels[key]) == {"papo"}, key
     assert result.panels["papo_weights"]["papo"] == ["papo/expand_weight", "papo/contract_weight"]
     assert all(png_size(p)[0] > 500 for p in result.files)
+
+
+def test_multiseed_launcher_compares_the_logs_it_finds(e2e_runs, tmp_path):
+    """examples/cpu_multiseed.sh's comparison step (COMPARE_ONLY=1 skips the nine demo runs) on real logs."""
+    out = tmp_path / "multiseed"
+    for algorithm in ("papo", "grpo"):
+        source = Path(e2e_runs[algorithm])
+        target = out / "logs" / source.name
+        target.mkdir(parents=True, exist_ok=True)
+        for path in [*source.glob("*.jsonl"), *source.glob("*.config.yaml")]:
+            shutil.copy2(path, target / path.name)
+    proc = subprocess.run(["bash", str(REPO / "examples" / "cpu_multiseed.sh"), str(out)], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "PYTHON": sys.executable, "COMPARE_ONLY": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert png_size(out / "compare" / "compare.png")[0] > 1000
+    assert (out / "compare" / "compare.svg").is_file()
+    summary = (out / "compare" / "summary.md").read_text()
+    assert "| final (last 5) |" in summary and "| `algorithm.adv_estimator` | algorithm |" in summary
+    assert f"comparison: {out}/compare/compare.png" in proc.stdout
