@@ -22,6 +22,7 @@ setup(
         "wandb",
         "matplotlib",
         "pandas",
+        "scipy",
         "psutil",
         "pyyaml",
     ],

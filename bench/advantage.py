@@ -110,7 +110,7 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore", message=".*engine is not available.*")
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
-    from papo_verl.algo import masked_token_mean
+    from papo_verl.algo import group_ids, ratio_mean_stderr, response_sums
     from papo_verl.config import PapoConfig
     from papo_verl.estimator import register
     from papo_verl.tracker import EntropyTracker
@@ -129,8 +129,11 @@ def main(argv=None) -> None:
     tracker = EntropyTracker(PapoConfig(warmup_steps=1))
     tracker.update(2.0)  # past warm-up: the weights are tilted, the full reweighting runs
 
-    def tracker_step():
-        return tracker.update(masked_token_mean(batch["entropys"], mask) * 0.97)  # the trainer's tracker input
+    def tracker_step():  # the trainer's controller input: H̄ and its standard error (prompts and responses as units)
+        sums = response_sums(batch["entropys"], mask)
+        mean, stderr = ratio_mean_stderr(*sums, group_ids(batch["index"]))
+        _, stderr_responses = ratio_mean_stderr(*sums)
+        return tracker.update(mean * 0.97, max(stderr, stderr_responses))
 
     from papo_verl.algo import polarity_coefficient
 

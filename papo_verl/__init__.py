@@ -7,7 +7,7 @@ is :mod:`papo_verl.algo`. Importing this package does not import verl; verl impo
 
 from papo_verl.algo import LogitStats, logit_statistics, papo_advantage, polarity, polarity_coefficient
 from papo_verl.config import PapoConfig, PapoConfigError
-from papo_verl.tracker import EntropyTracker, PhaseWeights, PolarityValidator
+from papo_verl.tracker import EntropyTracker, PhaseWeights
 
 __version__ = "0.1.0"
 
@@ -17,7 +17,6 @@ __all__ = [
     "PapoConfig",
     "PapoConfigError",
     "PhaseWeights",
-    "PolarityValidator",
     "logit_statistics",
     "papo_advantage",
     "polarity",

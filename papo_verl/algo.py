@@ -17,7 +17,7 @@ Equations implemented (state ``s_t``, sampled token ``k``, ``π = softmax(z / T)
      ``η A_t C_t`` the correction                                                  [paper]
 (E5) entropy polarity ``ρ_t = A_t P_t``: ``ρ_t > 0`` expands entropy, ``ρ_t < 0`` contracts it [paper]
 
-PAPO advantage (PAPO.md §2); the paper states "preserve both branches, control by advantage
+PAPO advantage (docs/algorithm.md §2); the paper states "preserve both branches, control by advantage
 reweighting"; the concrete rule below is this project's design:
 
 (A1) base advantage: group-relative outcome advantage as GRPO, ``A_i = (r_i − mean_g) / (std_g + ε)``
@@ -38,8 +38,14 @@ Deviations and implementation choices (all documented in the README's "Faithfuln
 * D4 — ``M±`` is a batch-global sum accumulated in float64; under data parallelism pass
   ``mass_reduce`` (an all-reduce) so every rank uses the same weights.
 * D5 — the first-order identity (E4) holds for a softmax over free logits; in a network the
-  logits move together, so polarity is a per-token prediction whose quality PAPO logs online
-  (``papo/dH_corr_*``) rather than assumes.
+  logits move together, so how well polarity predicts the entropy change is measured on the step's
+  own batch (``validate_every``: :mod:`papo_verl.validation`), not assumed.
+* D6 — the controller's input is ``H̄`` with its standard error (:func:`entropy_mean_stderr`), each
+  prompt's response group one sampling unit. ``split="advantage_sign"`` (ablation) labels branches by
+  ``sign(−A_t)`` instead of ``sign(ρ_t)``.
+
+The full specification, with the [paper]/[ours] split, the controller and the validation, is
+``docs/algorithm.md``.
 """
 
 from __future__ import annotations
@@ -53,7 +59,9 @@ from torch import Tensor
 
 __all__ = [
     "CORRECTIONS",
-    "masked_token_mean",
+    "SPLITS",
+    "entropy_mean_stderr",
+    "ratio_mean_stderr",
     "LogitStats",
     "PapoAdvantage",
     "apply_branch_weights",
@@ -69,9 +77,11 @@ __all__ = [
     "papo_advantage",
     "polarity",
     "polarity_coefficient",
+    "response_sums",
 ]
 
 CORRECTIONS = ("exact", "none")
+SPLITS = ("polarity", "advantage_sign")
 
 # Elements per [chunk, V] float32 temporary when no chunk size is given: 2**22 floats = 16 MiB.
 _CHUNK_ELEMENTS = 1 << 22
@@ -351,6 +361,52 @@ def polarity(advantages: Tensor, coefficient: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
+# The controller's input: the batch's token-mean entropy and its standard error
+# ----------------------------------------------------------------------------------------------
+def entropy_mean_stderr(entropy: Tensor, mask: Tensor, groups: Optional[Tensor] = None) -> tuple[float, float]:
+    """Token-mean entropy ``H̄ = Σ_i h_i / Σ_i n_i`` of a batch and its ratio-estimator standard error.
+
+    Args:
+        entropy: ``[B, T]`` per-token entropies (any value at masked tokens, NaN included, is ignored).
+        mask: ``[B, T]`` 1 on valid response tokens; rows without any (padding rows) are not samples.
+        groups: optional ``[B]`` dense cluster ids (:func:`group_ids`): the sampling units become the
+            clusters (e.g. the ``n`` responses of one prompt), else each response is a unit.
+
+    Returns:
+        ``(H̄, s)``, floats; see :func:`ratio_mean_stderr`.
+    """
+    return ratio_mean_stderr(*response_sums(entropy, mask), groups)
+
+
+def ratio_mean_stderr(sums: Tensor, counts: Tensor, groups: Optional[Tensor] = None) -> tuple[float, float]:
+    """``(Σ h / Σ n, s)`` from per-response sums ``h`` and valid-token counts ``n`` (float64 ``[B]``).
+
+    Tokens of one response (and responses of one prompt) are correlated, so the sampling units are
+    responses (or the clusters of ``groups``), never tokens: with unit sums ``h_u``, ``n_u`` and
+    residuals ``e_u = h_u − H̄ n_u`` over the ``U`` units with ``n_u > 0``,
+    ``s² = U/(U−1) · Σ_u e_u² / (Σ_u n_u)²`` (the delta-method variance of a ratio estimator).
+    ``s = NaN`` with fewer than 2 units. The inputs are additive over any split of a response's tokens,
+    so the result does not depend on micro-batches, ranks or padding.
+    """
+    h, n = sums, counts
+    if groups is not None:
+        n_units = int(groups.max().item()) + 1 if groups.numel() else 0
+        h = torch.zeros(n_units, dtype=torch.float64, device=h.device).index_add_(0, groups.to(h.device), h)
+        n = torch.zeros_like(h).index_add_(0, groups.to(n.device), n)
+    units = n > 0
+    h, n = h[units], n[units]
+    total = float(n.sum())
+    if total == 0:
+        return math.nan, math.nan
+    mean = float(h.sum()) / total
+    count = int(units.sum())
+    if count < 2:
+        return mean, math.nan
+    residual = h - mean * n
+    return mean, math.sqrt(count / (count - 1) * float((residual * residual).sum())) / total
+
+
+# ----------------------------------------------------------------------------------------------
 # (A1): group-relative base advantage, vectorised
 # ----------------------------------------------------------------------------------------------
 def group_ids(index: Union[Sequence, np.ndarray, Tensor], device: Union[str, torch.device, None] = None) -> Tensor:
@@ -464,7 +520,7 @@ class PapoAdvantage:
     """
 
     def __init__(self, advantages, branch, row_advantages, row_stats, masses, expand_weight, contract_weight, scale,
-                 inputs, correction, coefficient=None):
+                 inputs, correction, coefficient=None, split="polarity"):
         self.advantages: Tensor = advantages
         self.branch: Tensor = branch
         self.row_advantages: Tensor = row_advantages
@@ -475,6 +531,7 @@ class PapoAdvantage:
         self.scale: float = scale
         self._inputs = inputs  # (response_mask, log_prob, entropy, Σπ², Σπ² log π)
         self._correction = correction
+        self.split = split
         self._given_coefficient = coefficient
         self._cache: dict = {}
 
@@ -511,24 +568,22 @@ class PapoAdvantage:
 _ADV_CHUNK_ELEMENTS = 1 << 18
 
 
-def masked_token_mean(values: Tensor, mask: Tensor) -> float:
-    """Mean of ``values`` over the tokens where the 0/1 ``mask`` is set (``[B, T]``), float64 accumulation.
+def response_sums(values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row sums of ``values`` over the 0/1 ``mask`` (``[B, T]``) and the valid-token counts, float64 ``[B]``.
 
-    Non-finite values where the mask is 0 (padding) are ignored; an empty mask gives NaN.
+    Chunked over rows (cache-sized temporaries), accumulated in float64, so the sums do not depend on
+    padding or on how a response's tokens were split. Non-finite values where the mask is 0 (padding)
+    are ignored.
     """
-    total, count = 0.0, 0.0
     n_rows, n_cols = mask.shape
+    sums = torch.empty(n_rows, dtype=torch.float64, device=mask.device)
+    counts = torch.empty(n_rows, dtype=torch.float64, device=mask.device)
+    zero = torch.zeros((), dtype=values.dtype, device=mask.device)
     for r0, r1 in _row_chunks(n_rows, n_cols):
-        m = mask[r0:r1]
-        m = m if m.dtype == torch.float32 else m.to(torch.float32)
-        v = values[r0:r1]
-        v = v if v.dtype == torch.float32 else v.to(torch.float32)
-        part = float(torch.dot(v.reshape(-1), m.reshape(-1)))  # one fused pass; chunk sums add up in float64
-        if not math.isfinite(part):  # NaN·0 from padding garbage: take the valid tokens explicitly
-            part = float(v[m.bool()].sum(dtype=torch.float64))
-        total += part
-        count += float(m.sum())
-    return total / count if count else float("nan")
+        valid = mask[r0:r1].bool()
+        sums[r0:r1] = torch.where(valid, values[r0:r1], zero).sum(-1, dtype=torch.float64)
+        counts[r0:r1] = valid.sum(-1)
+    return sums, counts
 
 
 def _row_chunks(n_rows: int, n_cols: int):
@@ -552,6 +607,7 @@ def papo_advantage(
     norm_by_std: bool = True,
     epsilon: float = 1e-6,
     correction: str = "exact",
+    split: str = "polarity",
     w_min: float = 0.2,
     w_max: float = 5.0,
     mass_reduce: Optional[Callable[[Tensor], Tensor]] = None,
@@ -567,6 +623,8 @@ def papo_advantage(
             (any value at masked tokens, NaN included, is ignored; a non-finite value on a valid
             token makes the result non-finite, see :meth:`PapoAdvantage.finite`).
         expand, contract: tracker weights before conservation.
+        split: ``"polarity"``: branch = sign(ρ_t); ``"advantage_sign"`` (ablation): branch = sign(−A_t)
+            on valid tokens, whatever ``P_t`` (the polarity statistics are still computed for the metrics).
         mass_reduce: optional function applied to the float64 ``[2]`` masses before conservation
             (an all-reduce under data parallelism, so every shard uses the same weights).
         with_row_stats: also collect the per-response aggregates that :func:`papo_verl.metrics.
@@ -584,28 +642,32 @@ def papo_advantage(
     """
     if correction not in CORRECTIONS:
         raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if response_mask.dim() != 2:
         raise ValueError(f"response_mask must be [B, T], got shape {tuple(response_mask.shape)}")
     stats_in = (log_prob, entropy, sum_pi_squared, sum_pi_squared_log_pi)
     if coefficient is None and (sum_pi_squared is None or sum_pi_squared_log_pi is None):
         raise ValueError("papo_advantage needs sum_pi_squared and sum_pi_squared_log_pi, or the coefficient")
     row_adv = group_advantage(scores, groups, norm_by_std=norm_by_std, epsilon=epsilon).to(response_mask.device)
-    branch, row_stats = _branch_labels(response_mask, stats_in, coefficient, row_adv, correction, with_row_stats)
+    branch, row_stats = _branch_labels(response_mask, stats_in, coefficient, row_adv, correction, split, with_row_stats)
     if not torch.isfinite(row_stats).all():
         # NaN/inf somewhere: padding garbage is set to 0 and the pass repeated; what remains is real
         valid = response_mask.bool()
         zero = torch.zeros((), dtype=torch.float32, device=response_mask.device)
         clean = lambda t: None if t is None else torch.where(valid, t.float(), zero)  # noqa: E731
         stats_in, coefficient = tuple(clean(t) for t in stats_in), clean(coefficient)
-        branch, row_stats = _branch_labels(response_mask, stats_in, coefficient, row_adv, correction, with_row_stats)
+        branch, row_stats = _branch_labels(response_mask, stats_in, coefficient, row_adv, correction, split,
+                                           with_row_stats)
     return _reweight(branch, row_stats, row_adv, response_mask, stats_in, coefficient, expand, contract, correction,
-                     w_min=w_min, w_max=w_max, mass_reduce=mass_reduce)
+                     split, w_min=w_min, w_max=w_max, mass_reduce=mass_reduce)
 
 
 def _branch_labels(response_mask: Tensor, stats_in: tuple, coefficient: Optional[Tensor], row_adv: Tensor,
-                    correction: str, with_row_stats: bool):
-    """Pass 1: the branch labels ``sign(A_b)·sign(P_t)`` on valid tokens (int8 ``[B, T]``) and the float64
-    ``[B, 6]`` row aggregates (counts of ``P > 0`` and ``P < 0``, ...)."""
+                    correction: str, split: str, with_row_stats: bool):
+    """Pass 1: the branch labels on valid tokens (int8 ``[B, T]``: ``sign(A_b)·sign(P_t)``, or ``−sign(A_b)``
+    with ``split="advantage_sign"``) and the float64 ``[B, 6]`` row aggregates (counts of ``P > 0`` and
+    ``P < 0``, ...)."""
     n_rows, n_cols = response_mask.shape
     device = response_mask.device
     branch = torch.empty(n_rows, n_cols, dtype=torch.int8, device=device)
@@ -634,7 +696,10 @@ def _branch_labels(response_mask: Tensor, stats_in: tuple, coefficient: Optional
         s = torch.sign(coeff)
         stats = row_stats[r0:r1]
         net = s.sum(-1)  # #(P > 0) − #(P < 0); integer-valued float32 sums, exact below 2**24 tokens
-        branch[r0:r1] = s * sign_adv[r0:r1]  # sign(ρ) = sign(A) sign(P)
+        if split == "polarity":
+            branch[r0:r1] = s * sign_adv[r0:r1]  # sign(ρ) = sign(A) sign(P)
+        else:
+            branch[r0:r1] = -sign_adv[r0:r1] * m  # penalised samples expand, reinforced ones contract
         if with_row_stats and exact:
             # the sampled-term-only coefficient −π_k(ℓ + H) has the sign of −(ℓ + H): agreement ⇔ s·(ℓ + H) < 0
             if lh is None:
@@ -645,23 +710,38 @@ def _branch_labels(response_mask: Tensor, stats_in: tuple, coefficient: Optional
         stats[:, ROW_P_NEG] = 0.5 * (nonzero - net)
         # float32 row sums of P: the metrics' ΣP, and the finiteness check (sign() maps NaN to 0)
         stats[:, ROW_P_SUM] = coeff.sum(-1)
+        stats[:, ROW_VALID] = m.sum(-1)
         if with_row_stats:
-            stats[:, ROW_VALID] = m.sum(-1)
             stats[:, ROW_P_ABS_SUM] = coeff.abs_().sum(-1)
             if exact:
                 stats[:, ROW_SAMPLED_DISAGREE] += nonzero
     return branch, row_stats
 
 
-def _reweight(branch, row_stats, row_adv, response_mask, stats_in, coefficient, expand, contract, correction, *, w_min,
-              w_max, mass_reduce) -> PapoAdvantage:
+def branch_token_counts(row_stats: Tensor, row_advantages: Tensor, split: str = "polarity") -> tuple[Tensor, Tensor]:
+    """Per-response token counts ``(n₊, n₋)`` of the expanding and contracting branches, float64 ``[B]``.
+
+    ``A`` is constant over a response: under ``split="polarity"`` its tokens with ``P > 0`` expand when
+    ``A_b > 0`` and contract when ``A_b < 0`` (the reverse for ``P < 0``); under ``"advantage_sign"`` all
+    its valid tokens expand when ``A_b < 0`` and contract when ``A_b > 0``. ``A_b = 0`` rows count in neither.
+    """
+    positive, negative = row_advantages > 0, row_advantages < 0
+    zero = torch.zeros_like(row_stats[:, ROW_VALID])
+    if split == "polarity":
+        p_pos, p_neg = row_stats[:, ROW_P_POS], row_stats[:, ROW_P_NEG]
+        return (torch.where(positive, p_pos, torch.where(negative, p_neg, zero)),
+                torch.where(positive, p_neg, torch.where(negative, p_pos, zero)))
+    valid = row_stats[:, ROW_VALID]
+    return torch.where(negative, valid, zero), torch.where(positive, valid, zero)
+
+
+def _reweight(branch, row_stats, row_adv, response_mask, stats_in, coefficient, expand, contract, correction, split,
+              *, w_min, w_max, mass_reduce) -> PapoAdvantage:
     """Masses, conservation and pass 2: ``Â = mask·c0 + b·c1 + |b|·c2`` from the branch labels ``b``."""
     n_rows, n_cols = response_mask.shape
     device = response_mask.device
     magnitude = row_adv.abs().double()
-    positive = row_adv > 0
-    n_plus = torch.where(positive, row_stats[:, ROW_P_POS], row_stats[:, ROW_P_NEG])
-    n_minus = torch.where(positive, row_stats[:, ROW_P_NEG], row_stats[:, ROW_P_POS])
+    n_plus, n_minus = branch_token_counts(row_stats, row_adv, split)
     masses = torch.stack([(magnitude * n_plus).sum(), (magnitude * n_minus).sum()])
     if mass_reduce is not None:
         masses = mass_reduce(masses)
@@ -680,4 +760,4 @@ def _reweight(branch, row_stats, row_adv, response_mask, stats_in, coefficient, 
         out.addcmul_(b, c1[r0:r1]).addcmul_(b.abs_(), c2[r0:r1])
     inputs = (response_mask, *stats_in)
     return PapoAdvantage(advantages, branch, row_adv, row_stats, masses, w_plus, w_minus, scale, inputs, correction,
-                         coefficient)
+                         coefficient, split)

@@ -1,7 +1,7 @@
 """Actor-side polarity statistics: an FSDP/FSDP2 engine that also returns ``Σπ²`` and ``Σπ² log π``.
 
 ``PapoFSDPEngineWithLMHead`` subclasses verl's ``FSDPEngineWithLMHead`` and is registered through
-verl's public ``EngineRegistry`` under vendor keys (option A of the integration map), so
+verl's public ``EngineRegistry`` under vendor keys, so
 ``EngineRegistry.get_engine_cls("language_model", "fsdp"|"fsdp2")`` returns it. It does nothing
 unless a micro-batch carries the non-tensor flag :data:`STATS_FLAG`, which only the PAPO trainer
 sets (for the θ_old ``compute_log_prob`` pass, and for the update when polarity flips are tracked):
@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from verl.utils import tensordict_utils as tu
+from verl.utils.device import get_device_id
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
 from papo_verl.algo import finalize_logit_sums, polarity_coefficient
@@ -42,6 +43,12 @@ from papo_verl.fields import (  # re-exported: the engine's output names
     STATS_FLAG,
     SUM_PI_SQUARED_KEY,
     SUM_PI_SQUARED_LOG_PI_KEY,
+    VAL_ADVANTAGES_FIELD,
+    VAL_BRANCH_KEY,
+    VAL_FIRST_ORDER_KEY,
+    VAL_OUTPUT_PREFIX,
+    VAL_POLARITY_FIELD,
+    VALIDATE_FLAG,
 )
 
 __all__ = ["ENTROPY_KEY", "OUTPUT_KEYS", "POLARITY_KEY", "PapoFSDPEngineWithLMHead", "STATS_FLAG", "register",
@@ -179,6 +186,138 @@ class PapoFSDPEngineWithLMHead(FSDPEngineWithLMHead):
                                      else logits, temperature.reshape(-1), options, row_valid)
             flat = [t.reshape(bsz, length)[valid] for t in stats]  # row-major = per-sample concatenation
         return tuple(torch.nested.nested_tensor_from_jagged(t, cu_seqlens) for t in flat)
+
+
+    # ------------------------------------------------------------------ validation of polarity
+    def infer_batch(self, data, loss_function=None):
+        """verl's inference pass, or one of the two validation stages when :data:`VALIDATE_FLAG` is set."""
+        request = tu.get_non_tensor_data(data=data, key=VALIDATE_FLAG, default=None)
+        if not request:
+            return super().infer_batch(data, loss_function)
+        stage = request.get("stage") if isinstance(request, dict) else None
+        if stage == "branch_response":
+            return self._branch_response(data)
+        if stage == "after_update":
+            return self._after_update(data, loss_function)
+        raise ValueError(f"papo_verl: unknown validation stage {stage!r} in {VALIDATE_FLAG}")
+
+    def _branch_response(self, data):
+        """At θ_old: ``r_S = −∇H̄·∇L_S`` for the policy-gradient loss ``L_S = −(1/N) Σ_{t∈S} A_t log π_t`` of
+        every token, of the ρ > 0 tokens and of the A > 0 tokens (the other branches follow by
+        subtraction), with ``H̄`` the batch's token-mean entropy: the first-order entropy change of a
+        unit SGD step on each set alone. Four forward+backward passes through verl's own
+        ``forward_backward_batch`` (training micro-batch sizes), gradients reduced by FSDP as in training;
+        ``∇H̄`` is kept until :meth:`_after_update`. Returns every value replicated per sample."""
+        from verl.utils.tensordict_utils import maybe_fix_3d_position_ids
+
+        maybe_fix_3d_position_ids(data)
+        tu.assign_non_tensor(data, calculate_entropy=True,
+                             micro_batch_size_per_gpu=self.engine_config.micro_batch_size_per_gpu,
+                             max_token_len_per_gpu=self.engine_config.max_token_len_per_gpu)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        with self.train_mode():
+            self.optimizer_zero_grad()
+            entropy_sum = self.forward_backward_batch(data, _entropy_loss, forward_only=False)["loss"]
+            direction = [None if p.grad is None else p.grad.detach().clone() for p in params]
+            responses = []
+            for subset in ("all", "expand", "positive"):
+                self.optimizer_zero_grad()
+                self.forward_backward_batch(data, _policy_gradient_loss(subset), forward_only=False)
+                responses.append(-_global_dot(direction, [p.grad for p in params]))
+            self.optimizer_zero_grad()
+            anchor = _global_dot(direction, [p.detach() for p in params])
+        self._papo_direction = (params, direction, anchor)
+        # the loss of each micro-batch is dp·Σ_mb H/N: their sum, averaged over DP ranks, is H̄
+        mean_entropy = torch.tensor(float(sum(entropy_sum)), dtype=torch.float64, device=get_device_id())
+        group = self.get_data_parallel_group()
+        if dist.is_initialized() and group is not None:
+            dist.all_reduce(mean_entropy, op=dist.ReduceOp.AVG, group=group)
+        values = torch.tensor([*responses, float(mean_entropy)], dtype=torch.float64)
+        rows = data.batch_size[0]
+        return {"model_output": {VAL_BRANCH_KEY: values.unsqueeze(0).expand(rows, -1).clone()}, "loss": [0.0],
+                "metrics": {}}
+
+    def _after_update(self, data, loss_function):
+        """At θ_new: the same batch's log-probs, entropies and ``P_t`` (verl's inference pass with the
+        PAPO statistics), renamed ``papo_val_*``, and ``∇H̄(θ_old)·(θ_new − θ_old)``."""
+        output = super().infer_batch(data, loss_function)
+        model_output = output["model_output"]
+        renamed = {VAL_OUTPUT_PREFIX + k: model_output[k] for k in ("log_probs", "entropy", POLARITY_KEY)
+                   if k in model_output}
+        direction = getattr(self, "_papo_direction", None)
+        if direction is not None:
+            params, gradient, anchor = direction
+            moved = _global_dot(gradient, [p.detach() for p in params]) - anchor
+            renamed[VAL_FIRST_ORDER_KEY] = torch.full((data.batch_size[0], 1), moved, dtype=torch.float64)
+            self._papo_direction = None
+        output["model_output"] = renamed
+        return output
+
+
+def _response_tensors(model_output, data, key):
+    """``(values, mask)``: a model output and the response mask, padded ``(bsz, response_len)``."""
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    values = no_padding_2_padding(model_output[key], data)
+    fields = ["response_mask"] + [f for f in (VAL_ADVANTAGES_FIELD, VAL_POLARITY_FIELD) if f in data.keys()]
+    padded = data.select(*fields).to_padded_tensor()
+    return values, padded
+
+
+def _loss_scale(data) -> float:
+    """``dp_size / N``: verl's token-mean normalisation over the global batch (FSDP then averages over ranks)."""
+    dp_size = tu.get_non_tensor_data(data=data, key="dp_size", default=1)
+    tokens = tu.get_non_tensor_data(data=data, key="batch_num_tokens", default=None)
+    return float(dp_size) / float(tokens)
+
+
+def _entropy_loss(model_output, data, dp_group=None):
+    entropy, padded = _response_tensors(model_output, data, "entropy")
+    mask = padded["response_mask"].to(entropy.dtype)
+    return (entropy * mask).sum() * _loss_scale(data), {}
+
+
+def _policy_gradient_loss(subset: str):
+    """``−(dp/N) Σ_{t∈subset} A_t log π_t``: the on-policy policy-gradient loss of one token subset."""
+
+    def loss(model_output, data, dp_group=None):
+        log_prob, padded = _response_tensors(model_output, data, "log_probs")
+        missing = [f for f in (VAL_ADVANTAGES_FIELD, VAL_POLARITY_FIELD) if f not in padded.keys()]
+        if missing:
+            raise RuntimeError(f"papo_verl validation: the batch lacks {missing} (written by the PAPO trainer)")
+        weight = padded[VAL_ADVANTAGES_FIELD].to(log_prob.dtype) * padded["response_mask"].to(log_prob.dtype)
+        if subset == "expand":
+            weight = weight * (padded[VAL_POLARITY_FIELD] > 0)
+        elif subset == "positive":
+            weight = weight * (weight > 0)
+        return -(weight * log_prob).sum() * _loss_scale(data), {}
+
+    return loss
+
+
+def _global_dot(xs, ys) -> float:
+    """``Σ_i <x_i, y_i>`` over parameter-shaped tensors, reduced over their shards (float64).
+
+    ``DTensor`` pairs (FSDP2) reduce through DTensor's own placement rules (partial sums per mesh,
+    one reduction each); plain tensors must be whole (a single process).
+    """
+    from torch.distributed.tensor import DTensor
+
+    total = 0.0
+    partial: dict = {}
+    for x, y in zip(xs, ys):
+        if x is None or y is None:
+            continue
+        if isinstance(x, DTensor):
+            prod = torch.sum(x.to(torch.float64) * y.to(device=x.device, dtype=torch.float64))
+            key = (id(prod.device_mesh), tuple(prod.placements))
+            partial[key] = prod if key not in partial else partial[key] + prod
+            continue
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            raise NotImplementedError("papo_verl validation (validate_every) needs FSDP2 parameters (DTensor); "
+                                      "set actor_rollout_ref.actor.strategy=fsdp2")
+        total += float(torch.sum(x.double() * y.to(device=x.device, dtype=torch.float64)))
+    return total + sum(float(v.full_tensor()) for v in partial.values())
 
 
 # Vendors whose "cuda" device the subclass is registered for; EngineRegistry tries (device, vendor)

@@ -65,7 +65,7 @@ def compute_papo_outcome_advantage(
     details: Optional[dict] = None,
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor]:
-    """PAPO advantages (PAPO.md §2), returned as verl expects: ``(advantages, returns)``, ``(bs, T)``.
+    """PAPO advantages (docs/algorithm.md §2), returned as verl expects: ``(advantages, returns)``, ``(bs, T)``.
 
     Standard verl kwargs:
         token_level_rewards: ``(bs, T)``; the sequence reward is its sum over T.
@@ -130,6 +130,7 @@ def compute_papo_outcome_advantage(
         result = papo_advantage(
             scores, groups, response_mask, old_log_probs, entropys, sum_pi_squared, sum_pi_squared_log_pi,
             expand, contract, norm_by_std=norm_adv_by_std_in_grpo, epsilon=epsilon, correction=papo_cfg.correction,
+            split=papo_cfg.split,
             w_min=papo_cfg.w_min, w_max=papo_cfg.w_max, mass_reduce=mass_reduce, with_row_stats=details is not None,
             coefficient=polarity_coefficient,
         )

@@ -17,3 +17,14 @@ OUTPUT_KEYS = (SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY, POLARITY_KEY)
 # written by the PAPO trainer for the update
 BRANCH_FIELD = "papo_branch"  # int8 (bsz, response_len): +1 expanding, −1 contracting, 0 neutral or masked
 PHASE_KEY = "papo"  # non-tensor dict broadcast with the batch: expand, contract, tilt, step
+
+# validation of polarity (PapoConfig.validate_every): the trainer sets VALIDATE_FLAG on two extra
+# compute_log_prob calls of a validation step: {"stage": "branch_response"} at θ_old, before the
+# update, and {"stage": "after_update"} on the same batch at θ_new
+VALIDATE_FLAG = "papo_validate"
+VAL_ADVANTAGES_FIELD = "papo_val_advantages"  # float32 (bsz, response_len): base advantage A_t (written by the trainer)
+VAL_POLARITY_FIELD = "papo_val_polarity"  # int8 (bsz, response_len): sign(ρ_t), whatever the configured split
+# worker outputs; each row holds the same global values (replicated per sample so they travel through TransferQueue)
+VAL_BRANCH_KEY = "papo_val_branch_response"  # float64 (bsz, 4): −∇H̄·∇L for all tokens, ρ > 0, A > 0, and H̄
+VAL_FIRST_ORDER_KEY = "papo_val_first_order"  # float64 (bsz, 1): ∇H̄(θ_old)·(θ_new − θ_old)
+VAL_OUTPUT_PREFIX = "papo_val_"  # after_update: log_probs, entropy and P_t at θ_new as papo_val_<name>

@@ -13,18 +13,25 @@ import torch
 from torch import Tensor
 
 from papo_verl.algo import ROW_P_ABS_SUM, ROW_P_NEG, ROW_P_POS, ROW_P_SUM, ROW_SAMPLED_DISAGREE, ROW_VALID, \
-    PapoAdvantage
+    PapoAdvantage, branch_token_counts
 
 __all__ = ["METRICS_GLOSSARY", "advantage_metrics"]
 
 # name -> (averaging, meaning). "token": over valid response tokens of the batch; "step": one value per step.
 METRICS_GLOSSARY: dict[str, tuple[str, str]] = {
-    # driver: tracker (papo_verl.tracker)
-    "papo/entropy": ("token", "H̄_k: token-mean entropy (nats) of θ_old over the batch's valid response tokens; the tracker's input."),
-    "papo/entropy_level": ("step", "m_k: EMA of H̄ (β = level_momentum), nats."),
-    "papo/entropy_trend": ("step", "d_k: EMA of H̄_k − H̄_{k−1} (β = trend_momentum), nats per step; < 0 while entropy falls."),
+    # driver: phase controller (papo_verl.tracker)
+    "papo/entropy": ("token", "H̄_k: token-mean entropy (nats) of θ_old over the batch's valid response tokens; the controller's input."),
+    "papo/entropy_stderr": ("step", "s_k: standard error of H̄_k (nats) as the controller used it: the ratio estimator over the batch's prompts (each prompt's n responses one sampling unit), never below entropy_stderr_responses, or, when a caller gives none, estimated from the filter's residuals."),
+    "papo/entropy_stderr_measured": ("step", "1 when entropy_stderr was measured from the batch, 0 when the tracker estimated it."),
+    "papo/entropy_stderr_responses": ("step", "The same standard error with single responses as sampling units (smaller when a prompt's responses share its difficulty); for comparison only."),
+    "papo/entropy_level": ("step", "Filtered entropy level exp(m_k) of the Kalman filter, nats: H̄ with the batch noise averaged out."),
+    "papo/entropy_level_sd": ("step", "Standard deviation of the filtered level, nats; demo.png draws level ± 2 sd over the raw H̄."),
+    "papo/entropy_slope": ("step", "Filtered slope d_k of log H̄: relative change per step (−0.01 = falling 1 %/step)."),
+    "papo/entropy_slope_sd": ("step", "Standard deviation of the filtered slope (relative per step)."),
+    "papo/entropy_slope_snr": ("step", "entropy_slope / entropy_slope_sd: the evidence that the trend is real; the trend controller acts only beyond ±evidence_z."),
     "papo/entropy_ref": ("step", "H_ref: mean H̄ of the warm-up steps, nats; logged once warm-up is over."),
-    "papo/entropy_target": ("step", "H*(progress): the schedule's target entropy (only with target_knots), nats."),
+    "papo/entropy_target": ("step", "H*(progress): the target controller's target entropy, nats."),
+    "papo/target_integral": ("step", "The target controller's integral term (in tilt units, within [−1, 1])."),
     "papo/tilt": ("step", "g_k ∈ [−1, 1]: > 0 moves pressure to entropy-expanding tokens, < 0 to contracting ones."),
     "papo/tracker_warmup": ("step", "1 while the tracker is in warm-up (weights neutral), else 0."),
     "papo/tracker_rejected": ("step", "Cumulative count of rejected (non-finite or negative) entropy observations."),
@@ -47,11 +54,24 @@ METRICS_GLOSSARY: dict[str, tuple[str, str]] = {
     "papo/polarity_mean": ("token", "Mean ρ = A·P over valid tokens before reweighting (∝ first-order ΔH of a GRPO step)."),
     "papo/polarity_mean_reweighted": ("token", "Mean Â·P after reweighting (∝ predicted ΔH of the applied PAPO step)."),
     "papo/correction_flip_share": ("token", "Share of valid tokens with A ≠ 0 whose polarity sign differs between the exact P_t and the sampled-term-only estimate."),
-    "papo/dH_measured": ("step", "H̄_k − H̄_{k−1}: measured change of the token-mean entropy since the previous step, nats."),
-    "papo/dH_predicted": ("step", "polarity_mean_reweighted of the previous step, paired with dH_measured."),
-    "papo/dH_corr_pearson": ("step", "Pearson correlation of (dH_predicted, dH_measured) over the last dh_window steps."),
-    "papo/dH_corr_spearman": ("step", "Spearman rank correlation of the same pairs."),
-    "papo/dH_corr_window": ("step", "Number of pairs in the correlation window."),
+    # driver: validation of polarity on the step's own batch (papo_verl.validation), every validate_every steps
+    "papo/val/branch_dH_expand": ("step", "Branch response of the ρ > 0 tokens: −∇H̄·∇L₊, the first-order change of the batch's token-mean entropy from a unit SGD step on their policy-gradient loss alone (nats per unit step). Polarity works when this is > 0."),
+    "papo/val/branch_dH_contract": ("step", "The same for the ρ < 0 tokens; polarity works when this is < 0."),
+    "papo/val/sign_split_dH_neg_adv": ("step", "Branch response of the A < 0 tokens (the advantage-sign split's 'expanding' branch), for comparison with branch_dH_expand."),
+    "papo/val/sign_split_dH_pos_adv": ("step", "Branch response of the A > 0 tokens (the advantage-sign split's 'contracting' branch)."),
+    "papo/val/branch_dH_grpo": ("step", "Response of all tokens (the unweighted GRPO step): the sum of either split's two branches."),
+    "papo/val/branch_dH_applied": ("step", "Response of the step PAPO applied: w₊ times its expanding branch plus w₋ times its contracting branch (configured split)."),
+    "papo/val/entropy_before": ("step", "H̄ at θ_old as the gradient pass computed it (equals papo/entropy)."),
+    "papo/val/dH_measured": ("token", "Realised change of the same batch's token-mean entropy over the step, H̄(θ_new) − H̄(θ_old), nats (no batch noise: the same tokens)."),
+    "papo/val/dH_first_order": ("step", "Its first-order prediction ∇H̄(θ_old)·(θ_new − θ_old) from the actual parameter change, nats."),
+    "papo/val/dH_predicted": ("token", "Token mean of Â_t·P_t, the own-state first-order prediction (∝ ΔH; step size unknown)."),
+    "papo/val/token_corr_pearson": ("token", "Pearson correlation over tokens (A ≠ 0) of the measured ΔH_t and the predicted Â_t·P_t (per token polarity is weak: every update moves every token's logits)."),
+    "papo/val/token_corr_spearman": ("token", "Spearman rank correlation of the same."),
+    "papo/val/sign_agreement": ("token", "Share of tokens (A ≠ 0, ΔH_t ≠ 0) where sign(ΔH_t) = sign(Â_t P_t) with the exact P_t."),
+    "papo/val/sign_agreement_sampled_only": ("token", "The same with the sampled-term-only estimate −Â_t π_k(ℓ_t + H_t): what the correction C_t adds."),
+    "papo/val/dH_corr_pearson": ("step", "Pearson correlation over the last validate_window validation steps of (dH_predicted, dH_measured), both on the same batch. Unlike a change between consecutive batches, it contains no batch noise."),
+    "papo/val/dH_corr_spearman": ("step", "Spearman rank correlation of the same pairs."),
+    "papo/val/dH_corr_window": ("step", "Number of validation steps in that correlation."),
     # worker: policy-loss hook (papo_verl.loss), one value per step aggregated over micro-batches and DP ranks
     "actor/papo/token_share_expand": ("token", "Share of the update's valid tokens in the expanding branch (as labelled at θ_old)."),
     "actor/papo/token_share_contract": ("token", "Share in the contracting branch."),
@@ -59,7 +79,7 @@ METRICS_GLOSSARY: dict[str, tuple[str, str]] = {
     "actor/papo/pg_mass_share_contract": ("token", "The same for contracting tokens."),
     "actor/papo/clip_frac_expand": ("token", "Share of expanding tokens with A ≠ 0 whose policy-gradient is zeroed by the loss (PPO clip, dual clip, Clip-Cov)."),
     "actor/papo/clip_frac_contract": ("token", "The same for contracting tokens."),
-    "actor/papo/polarity_flip_share": ("token", "Share of labelled tokens whose polarity sign under the current policy differs from θ_old (first-order validity within an update); needs track_polarity_flips."),
+    "actor/papo/polarity_flip_share": ("token", "Share of labelled tokens whose polarity sign under the current policy differs from θ_old (first-order validity within an update); needs track_polarity_flips and split=polarity."),
     "actor/papo/expand_weight": ("step", "w₊ as received by the actor workers (must equal papo/expand_weight)."),
     "actor/papo/contract_weight": ("step", "w₋ as received by the actor workers."),
 }
@@ -80,9 +100,9 @@ def advantage_metrics(
 ) -> dict[str, float]:
     """Batch metrics of one PAPO advantage computation (keys in :data:`METRICS_GLOSSARY`).
 
-    Computed from the per-response aggregates of :func:`papo_verl.algo.papo_advantage` in O(B): since
-    ``A`` is constant over a response, the tokens of response ``b`` with ``P > 0`` are expanding when
-    ``A_b > 0`` and contracting when ``A_b < 0`` (and the reverse for ``P < 0``).
+    Computed from the per-response aggregates of :func:`papo_verl.algo.papo_advantage` in O(B)
+    (:func:`papo_verl.algo.branch_token_counts`). Branch shares and masses describe the branches the
+    configured ``split`` used; the ``quadrant_*`` shares always describe polarity.
 
     Args:
         result: output of :func:`papo_verl.algo.papo_advantage`.
@@ -94,8 +114,7 @@ def advantage_metrics(
     pos, neg = a > 0, a < 0
     n_valid = stats[:, ROW_VALID]
     p_pos, p_neg = stats[:, ROW_P_POS], stats[:, ROW_P_NEG]
-    expand = torch.where(pos, p_pos, torch.where(neg, p_neg, torch.zeros_like(p_pos)))
-    contract = torch.where(pos, p_neg, torch.where(neg, p_pos, torch.zeros_like(p_pos)))
+    expand, contract = branch_token_counts(stats, result.row_advantages, result.split)
     neutral = n_valid - expand - contract
     total = n_valid.sum()
     mag = a.abs()
@@ -103,10 +122,13 @@ def advantage_metrics(
     mass_expand, mass_contract, mass_neutral = (mag * expand).sum(), (mag * contract).sum(), (mag * neutral).sum()
     mass = mass_expand + mass_contract + mass_neutral
     mass_re = w_plus * mass_expand + w_minus * mass_contract + mass_neutral
-    # Σ_t Â_t P_t: for A_b > 0 the P > 0 part (sum_pos) is expanding, for A_b < 0 the P < 0 part
-    sum_pos = 0.5 * (stats[:, ROW_P_SUM] + stats[:, ROW_P_ABS_SUM])
-    sum_neg = 0.5 * (stats[:, ROW_P_SUM] - stats[:, ROW_P_ABS_SUM])
-    weighted = torch.where(pos, w_plus * sum_pos + w_minus * sum_neg, w_plus * sum_neg + w_minus * sum_pos)
+    # Σ_t Â_t P_t per response
+    if result.split == "polarity":  # for A_b > 0 the P > 0 part (sum_pos) expands, for A_b < 0 the P < 0 part
+        sum_pos = 0.5 * (stats[:, ROW_P_SUM] + stats[:, ROW_P_ABS_SUM])
+        sum_neg = 0.5 * (stats[:, ROW_P_SUM] - stats[:, ROW_P_ABS_SUM])
+        weighted = torch.where(pos, w_plus * sum_pos + w_minus * sum_neg, w_plus * sum_neg + w_minus * sum_pos)
+    else:  # the whole response is in one branch: expanding when A_b < 0
+        weighted = torch.where(neg, w_plus, w_minus) * stats[:, ROW_P_SUM]
     out = {
         "papo/expand_weight": w_plus,
         "papo/contract_weight": w_minus,

@@ -84,6 +84,13 @@ def check_papo_config(config: DictConfig) -> PapoConfig:
                 f"{a}.{role}.strategy=megatron: PAPO's actor-side statistics are not supported with the Megatron "
                 "engine yet; use strategy=fsdp2 (or fsdp)."
             )
+    world = int(_select(config, "trainer.n_gpus_per_node", 1) or 1) * int(_select(config, "trainer.nnodes", 1) or 1)
+    if papo.validate_every > 0 and _select(config, f"{a}.actor.strategy") != "fsdp2" and world > 1:
+        raise PreflightError(
+            f"algorithm.papo.validate_every={papo.validate_every} with {a}.actor.strategy="
+            f"{_select(config, f'{a}.actor.strategy')} on {world} ranks: the validation reduces gradients through "
+            f"FSDP2's sharded parameters; set {a}.actor.strategy=fsdp2 or algorithm.papo.validate_every=0."
+        )
     n = _select(config, f"{a}.rollout.n", 1)
     if n is None or int(n) < 2:
         raise PreflightError(f"{a}.rollout.n={n}: PAPO's group-relative advantage needs at least 2 responses per prompt.")

@@ -2,7 +2,7 @@
 
 The example takes one softmax over free logits, applies one policy-gradient step
 ``Δz = η A (e_k − π)`` for a high- and a low-probability token with ``A = ±1``, and compares the
-measured entropy change with the first-order prediction ``η A P_t`` (PAPO.md §1).
+measured entropy change with the first-order prediction ``η A P_t`` (docs/algorithm.md §1).
 """
 
 from __future__ import annotations

@@ -5,14 +5,16 @@
 1. ``_compute_old_log_prob``: the θ_old forward also returns ``Σπ²``, ``Σπ² log π`` and the
    polarity coefficient ``P_t`` (flag :data:`papo_verl.engine.STATS_FLAG`; the entropy comes from the
    same single pass over the logits).
-2. ``_compute_advantage``: the token-mean entropy of the batch feeds the driver-side
-   :class:`~papo_verl.tracker.EntropyTracker`; the registered ``papo`` estimator turns the GRPO base
+2. ``_compute_advantage``: the token-mean entropy of the batch and its standard error (prompts as
+   sampling units) feed the driver-side :class:`~papo_verl.tracker.EntropyTracker`; the registered ``papo`` estimator turns the GRPO base
    advantage and the polarity statistics into reweighted advantages and per-token branch labels,
    which are written back to TransferQueue with the returns.
 3. ``_update_actor``: the step's phase weights are broadcast to the actor workers with the batch
    (``extra_info["papo"]``); the installed :class:`~papo_verl.loss.PapoPolicyLoss` wraps verl's
-   ``ppo_loss`` and reports per-branch metrics, turned into shares here.
-4. ``_save_checkpoint`` / ``_load_checkpoint``: the tracker and validator state is saved as
+   ``ppo_loss`` and reports per-branch metrics, turned into shares here. Every ``validate_every``
+   steps two extra actor calls validate polarity on the same batch (:mod:`papo_verl.validation`): the
+   branch response at θ_old before the update, the same batch's entropies at θ_new after it.
+4. ``_save_checkpoint`` / ``_load_checkpoint``: the tracker and validation history are saved as
    ``global_step_N/papo_state.json`` before verl marks the checkpoint complete, and restored on resume.
 
 Everything logged goes through verl's ``Tracking`` (console, wandb, tensorboard, file) as ``papo/*``
@@ -27,6 +29,7 @@ import os
 from typing import Any, Optional
 
 import numpy as np
+import torch
 import transfer_queue as tq
 from tensordict import TensorDict
 
@@ -39,29 +42,41 @@ from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.utils.padding import response_from_nested, response_to_nested
 
-from papo_verl.algo import masked_token_mean
+from papo_verl.algo import group_ids, ratio_mean_stderr, response_sums
 from papo_verl.config import PapoConfig
-from papo_verl.fields import BRANCH_FIELD, PHASE_KEY, POLARITY_KEY, STATS_FLAG
+from papo_verl.fields import (
+    BRANCH_FIELD,
+    PHASE_KEY,
+    POLARITY_KEY,
+    STATS_FLAG,
+    VAL_ADVANTAGES_FIELD,
+    VAL_BRANCH_KEY,
+    VAL_FIRST_ORDER_KEY,
+    VAL_OUTPUT_PREFIX,
+    VAL_POLARITY_FIELD,
+    VALIDATE_FLAG,
+)
 from papo_verl.estimator import ESTIMATOR_NAME, papo_config_from_algorithm
 from papo_verl.loss import PapoPolicyLoss, branch_shares
 from papo_verl.preflight import TRAINER_MODE
-from papo_verl.tracker import EntropyTracker, PhaseWeights, PolarityValidator
+from papo_verl.tracker import EntropyTracker, PhaseWeights
+from papo_verl.validation import ValidationHistory, branch_response_metrics, same_batch_metrics
 
 __all__ = ["PAPO_STATE_FILE", "PAPO_STATE_VERSION", "PapoState", "PapoTrainer", "register"]
 
 logger = logging.getLogger("papo_verl")
 
 PAPO_STATE_FILE = "papo_state.json"
-PAPO_STATE_VERSION = 1
+PAPO_STATE_VERSION = 2
 
 
 class PapoState:
-    """Everything PAPO keeps on the driver between steps: tracker, validator and the current phase."""
+    """Everything PAPO keeps on the driver between steps: tracker, validation history and the current phase."""
 
     def __init__(self, config: PapoConfig):
         self.config = config
         self.tracker: Optional[EntropyTracker] = None
-        self.validator = PolarityValidator(config.dh_window)
+        self.validation = ValidationHistory(config.validate_window)
         self.phase = PhaseWeights()
 
     def ensure_tracker(self, total_steps: Optional[int]) -> EntropyTracker:
@@ -76,7 +91,7 @@ class PapoState:
         return {
             "version": PAPO_STATE_VERSION,
             "tracker": None if self.tracker is None else self.tracker.state_dict(),
-            "validator": self.validator.state_dict(),
+            "validation": self.validation.state_dict(),
             "phase": self.phase.as_dict(),
         }
 
@@ -86,7 +101,7 @@ class PapoState:
                              f"(expected {PAPO_STATE_VERSION})")
         if state.get("tracker") is not None:
             self.ensure_tracker(total_steps).load_state_dict(state["tracker"])
-        self.validator.load_state_dict(state["validator"])
+        self.validation.load_state_dict(state["validation"])
         self.phase = PhaseWeights(**state["phase"])
 
     def save(self, folder: str) -> str:
@@ -185,12 +200,15 @@ class PapoTrainer(PPOTrainerSync):
             data, is_metrics = compute_rollout_correction_and_add_to_batch(data, rollout_corr_config)
             metrics.update(is_metrics)
 
-        # 3. the phase controller sees the batch's token-mean θ_old entropy (what actor/entropy reports)
-        mean_entropy = masked_token_mean(data.batch["entropy"], original_mask)
+        # 3. the phase controller sees the batch's token-mean θ_old entropy (what actor/entropy reports) and its
+        #    standard error, with the prompts' response groups as sampling units
+        sums = response_sums(data.batch["entropy"], original_mask)
+        mean_entropy, stderr = ratio_mean_stderr(*sums, group_ids(data.non_tensor_batch["uid"]))
+        _, stderr_responses = ratio_mean_stderr(*sums)
+        # with few prompts the cluster estimate has few degrees of freedom: never below the response-level one
+        stderr = max(stderr, stderr_responses) if np.isfinite(stderr_responses) else stderr
         tracker = self.papo.ensure_tracker(getattr(self, "total_training_steps", None))
-        self.papo.phase = tracker.update(mean_entropy)
-        measured = self.papo.validator.observe_entropy(mean_entropy)
-        paired = self.papo.validator.last_pair
+        self.papo.phase = tracker.update(mean_entropy, stderr if np.isfinite(stderr) else None)
 
         # 4. PAPO advantage through the registered estimator
         details: dict = {}
@@ -207,7 +225,6 @@ class PapoTrainer(PPOTrainerSync):
             details=details,
         )
         papo_metrics = details["metrics"]
-        self.papo.validator.record_prediction(papo_metrics["papo/polarity_mean_reweighted"])
         self._papo_broadcast = {
             "expand": papo_metrics["papo/expand_weight"],
             "contract": papo_metrics["papo/contract_weight"],
@@ -216,16 +233,24 @@ class PapoTrainer(PPOTrainerSync):
         }
         metrics.update(papo_metrics)
         metrics.update(tracker.metrics())
-        if measured is not None:
-            metrics["papo/dH_measured"] = measured
-        if paired is not None:
-            metrics["papo/dH_predicted"] = paired[0]
-        metrics.update(self.papo.validator.correlations())
+        metrics["papo/entropy_stderr_responses"] = stderr_responses
 
         # 5. write advantages, returns and branch labels (every key, padding rows included)
         data.batch["advantages"], data.batch["returns"] = advantages, returns
         data.batch[BRANCH_FIELD] = details["branch"]
         out_fields = ["advantages", "returns", BRANCH_FIELD]
+        self._papo_validation = None
+        if self._validation_due():
+            # what the actor needs for the branch response, and what the driver needs after the update
+            result = details["result"]
+            data.batch[VAL_ADVANTAGES_FIELD] = result.base_advantages
+            data.batch[VAL_POLARITY_FIELD] = torch.sign(result.rho).to(torch.int8)
+            out_fields += [VAL_ADVANTAGES_FIELD, VAL_POLARITY_FIELD]
+            self._papo_validation = {
+                "mask": original_mask.bool(), "entropy": data.batch["entropy"], "log_prob": data.batch["old_log_probs"],
+                "base": result.base_advantages, "advantages": advantages, "coefficient": result.coefficient,
+                "weights": (papo_metrics["papo/expand_weight"], papo_metrics["papo/contract_weight"]),
+            }
         if self.config.algorithm.use_kl_in_reward:
             out_fields.append("token_level_rewards")
         if rollout_correction:
@@ -237,15 +262,68 @@ class PapoTrainer(PPOTrainerSync):
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=output)
 
     def _update_actor(self, batch, metrics):
+        validation = getattr(self, "_papo_validation", None)
+        if validation is not None:
+            self._validation_call(batch, "branch_response")
+            values = self._first_row(batch, VAL_BRANCH_KEY)
+            metrics.update(branch_response_metrics(values, *validation["weights"], split=self.papo.config.split))
         batch.extra_info[PHASE_KEY] = dict(getattr(self, "_papo_broadcast", {}))
-        if self.papo.config.track_polarity_flips:
+        if self.papo.config.track_polarity_flips and self.papo.config.split == "polarity":
             batch.extra_info[STATS_FLAG] = self._stats_options(during_update=True)
         try:
             batch = super()._update_actor(batch, metrics)
         finally:
             batch.extra_info.pop(STATS_FLAG, None)
         branch_shares(metrics)
+        if validation is not None:
+            metrics.update(self._same_batch_validation(batch, validation))
+            self._papo_validation = None
         return batch
+
+    # ---------------------------------------------------------------- validation of polarity
+    def _validation_due(self) -> bool:
+        every = self.papo.config.validate_every
+        return every > 0 and int(self.global_steps) % every == 0
+
+    def _validation_call(self, batch, stage: str) -> None:
+        """One extra ``compute_log_prob`` on the step's batch with the validation flag (outputs go to TransferQueue)."""
+        flags = {VALIDATE_FLAG: {"stage": stage}, "calculate_entropy": True, "compute_loss": False,
+                 "temperature": self.config.actor_rollout_ref.rollout.temperature}
+        if stage == "after_update":
+            flags[STATS_FLAG] = self._stats_options(during_update=False)
+        saved = {k: batch.extra_info[k] for k in flags if k in batch.extra_info}
+        batch.extra_info.update(flags)
+        try:
+            self.actor_rollout_wg.compute_log_prob(batch)
+        finally:
+            for key in flags:
+                batch.extra_info.pop(key, None)
+            batch.extra_info.update(saved)
+
+    @staticmethod
+    def _first_row(batch, field: str):
+        """A worker output replicated per sample: the row of the first sample that is not balance padding."""
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=[field])
+        row = next((i for i, tag in enumerate(batch.tags) if not tag.get("is_padding", False)), 0)
+        return data[field][row]
+
+    def _same_batch_validation(self, batch, validation: dict) -> dict:
+        self._validation_call(batch, "after_update")
+        fields = [VAL_OUTPUT_PREFIX + "entropy", "response_mask"]
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                               select_fields=fields + [VAL_FIRST_ORDER_KEY])
+        key = VAL_OUTPUT_PREFIX + "entropy"
+        data[key] = response_from_nested(data[key], data["response_mask"])
+        entropy_after = data.select(key, "response_mask").to_padded_tensor()[key]
+        if entropy_after.shape != validation["entropy"].shape:
+            raise RuntimeError(f"papo_verl validation: θ_new entropies have shape {tuple(entropy_after.shape)}, "
+                               f"θ_old ones {tuple(validation['entropy'].shape)}")
+        first_order = float(self._first_row(batch, VAL_FIRST_ORDER_KEY).reshape(-1)[0])
+        out = same_batch_metrics(validation["entropy"], entropy_after, validation["log_prob"], validation["base"],
+                                 validation["advantages"], validation["coefficient"], validation["mask"],
+                                 first_order=first_order)
+        out.update(self.papo.validation.add(out["papo/val/dH_predicted"], out["papo/val/dH_measured"]))
+        return out
 
     # ---------------------------------------------------------------- checkpoints
     def _save_checkpoint(self):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PAPO on top of DAPO's loss and sampling settings (PAPO.md §5: "PAPO composes with DAPO's loss
+# PAPO on top of DAPO's loss and sampling settings (docs/algorithm.md §6: "PAPO composes with DAPO's loss
 # settings; it changes the advantages, not the clipping"). Compare with dapo_math.sh: one key apart
 # (both take DAPO's keys from recipes/dapo_keys.sh).
 # The shared base is recipes/common.sh; this file sets the algorithm keys only.

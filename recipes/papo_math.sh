@@ -7,7 +7,7 @@ set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 
 ALGO_ARGS=(
-    # Group-relative advantage reweighted per token by entropy polarity (PAPO.md §2); the knobs are
+    # Group-relative advantage reweighted per token by entropy polarity (docs/algorithm.md §2); the knobs are
     # algorithm.papo.* in papo_verl/config/papo_trainer.yaml. papo_verl selects
     # trainer.v1.trainer_mode=papo (PAPO's synchronous trainer) from this key.
     "algorithm.adv_estimator=papo"

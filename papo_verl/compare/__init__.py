@@ -11,9 +11,12 @@ writes into ``OUT`` (default ``./papo-compare``):
   step with a ± sample-std band (ddof=1, where ≥ 2 runs logged the step): train score
   (``critic/score/mean``), validation ``val-core/<source>/<var>/mean@N`` (one panel per source and N),
   ``actor/entropy``, ``response_length/mean``, ``actor/pg_clipfrac``, ``papo/tilt``, the branch weights
-  w₊/w₋ (``papo/expand_weight``, ``papo/contract_weight``), ``papo/token_share_expand``, measured vs
-  predicted entropy change (``papo/dH_measured`` left axis, ``papo/dH_predicted`` right axis) and the
-  rolling ``papo/dH_corr_pearson``/``_spearman``. A panel appears when some algorithm logs its metric;
+  w₊/w₋ (``papo/expand_weight``, ``papo/contract_weight``), ``papo/token_share_expand``, what the
+  controller sees (raw ``papo/entropy`` and the filtered ``papo/entropy_level`` ± 2 ``entropy_level_sd``),
+  the slope's evidence ``papo/entropy_slope_snr``, and the same-batch validation: branch responses
+  (``papo/val/branch_dH_*``, ``sign_split_dH_*``), measured vs first-order entropy change
+  (``papo/val/dH_measured``, ``dH_first_order``) and per-token sign agreement (exact vs sampled-only
+  ``P_t``). A panel appears when some algorithm logs its metric;
   an algorithm that does not (GRPO for ``papo/*``) is simply absent from it;
 * ``panels/<panel>.png`` (and ``.svg``): the same panels one per file;
 * ``summary.md`` (also printed): the runs (algorithm, seed and where it came from, log, steps), the

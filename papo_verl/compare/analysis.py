@@ -42,7 +42,10 @@ TABLE_METRICS = (
     "papo/expand_weight",
     "papo/contract_weight",
     "papo/token_share_expand",
-    "papo/dH_corr_pearson",
+    "papo/entropy_slope_snr",
+    "papo/val/branch_dH_expand",
+    "papo/val/branch_dH_contract",
+    "papo/val/sign_agreement",
 )
 _HIGHER_IS_BETTER = re.compile(r"(score|reward|acc)", re.IGNORECASE)
 

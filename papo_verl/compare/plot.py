@@ -26,6 +26,8 @@ class Panel:
     secondary: tuple[tuple[str, str], ...] = ()
     secondary_ylabel: str = ""
     hline: Optional[float] = None
+    # (center, sd): a lighter band center ± 2·sd (means over runs), e.g. a filter's own uncertainty
+    band: Optional[tuple[str, str]] = None
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -41,11 +43,19 @@ PANELS: tuple[Panel, ...] = (
           (("papo/expand_weight", "w₊ expand"), ("papo/contract_weight", "w₋ contract")), hline=1.0),
     Panel("papo_token_share", "Share of entropy-expanding tokens", "papo/token_share_expand",
           (("papo/token_share_expand", ""),)),
-    Panel("papo_dH", "Entropy change: measured vs predicted", "papo/dH_measured (nats)",
-          (("papo/dH_measured", "measured"),), secondary=(("papo/dH_predicted", "predicted"),),
-          secondary_ylabel="papo/dH_predicted (∝ ΔH)", hline=0.0),
-    Panel("papo_dH_corr", "Rolling corr(predicted, measured ΔH)", "correlation",
-          (("papo/dH_corr_pearson", "Pearson"), ("papo/dH_corr_spearman", "Spearman")), hline=0.0),
+    Panel("papo_entropy_filter", "What the controller sees: H̄ and its filtered level ± 2 sd", "entropy (nats)",
+          (("papo/entropy", "raw H̄"), ("papo/entropy_level", "filtered level")),
+          band=("papo/entropy_level", "papo/entropy_level_sd")),
+    Panel("papo_slope_snr", "Evidence for the entropy trend", "papo/entropy_slope_snr (z)",
+          (("papo/entropy_slope_snr", ""),), hline=0.0),
+    Panel("papo_branch_response", "Branch response −∇H̄·∇L (same batch)", "ΔH̄ per unit step (nats)",
+          (("papo/val/branch_dH_expand", "ρ > 0"), ("papo/val/branch_dH_contract", "ρ < 0"),
+           ("papo/val/sign_split_dH_neg_adv", "A < 0"), ("papo/val/sign_split_dH_pos_adv", "A > 0")), hline=0.0),
+    Panel("papo_same_batch_dH", "Same-batch entropy change over a step", "ΔH̄ (nats)",
+          (("papo/val/dH_measured", "measured"), ("papo/val/dH_first_order", "first order ∇H̄·Δθ")), hline=0.0),
+    Panel("papo_sign_agreement", "Per-token sign agreement of ΔH_t", "share of tokens",
+          (("papo/val/sign_agreement", "exact P_t"), ("papo/val/sign_agreement_sampled_only", "sampled term only")),
+          hline=0.5),
 )
 
 _STYLES = ("-", "--", ":", "-.")
@@ -118,6 +128,16 @@ def _draw_panel(ax, panel: Panel, comparison: Comparison, colors: dict, drawn: d
                                       linewidth=0)
                 handles.append(line)
                 drawn.setdefault(label, []).append(metric)
+    if panel.band is not None:
+        center, sd = panel.band
+        for label in comparison.labels:
+            c, d = comparison.aggregate(center, label), comparison.aggregate(sd, label)
+            if c is None or d is None:
+                continue
+            joined = c[["mean"]].join(d[["mean"]], rsuffix="_sd", how="inner").dropna()
+            steps, mid, half = joined.index.to_numpy(), joined["mean"].to_numpy(), 2.0 * joined["mean_sd"].to_numpy()
+            ax.fill_between(steps, mid - half, mid + half, color=colors[label], alpha=0.10, hatch="//", linewidth=0)
+            drawn.setdefault(label, []).append(sd)
     if panel.hline is not None:
         ax.axhline(panel.hline, color="0.6", linewidth=0.8, linestyle=":")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

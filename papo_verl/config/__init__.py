@@ -11,9 +11,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-__all__ = ["PapoConfig", "PapoConfigError", "STATS_BACKENDS"]
+__all__ = ["CONTROLLERS", "PapoConfig", "PapoConfigError", "SPLITS", "STATS_BACKENDS"]
 
 STATS_BACKENDS = ("auto", "triton", "torch")
+CONTROLLERS = ("trend", "target")
+SPLITS = ("polarity", "advantage_sign")
 
 
 class PapoConfigError(ValueError):
@@ -22,10 +24,10 @@ class PapoConfigError(ValueError):
 
 @dataclass
 class PapoConfig:
-    """PAPO hyper-parameters. Defaults follow ``design/PAPO.md``.
+    """PAPO hyper-parameters (``docs/algorithm.md`` explains each part of the algorithm).
 
-    Advantage reweighting (PAPO.md §2)
-    ----------------------------------
+    Advantage reweighting (docs/algorithm.md §2)
+    --------------------------------------------
     alpha: Maximum share of pressure the tracker moves between branches: ``w± = 1 ± α g``.
         Dimensionless, ``0 ≤ α < 1``; typical 0.3–0.6. ``0`` turns PAPO into GRPO (with D1).
     w_min, w_max: Clamp of each branch weight after conservation. Defaults 0.2 / 5.0; keep
@@ -34,32 +36,61 @@ class PapoConfig:
         the sampled-token term (ablation; misclassifies a measurable share of tokens).
     epsilon: Added to the group std in the base advantage, as GRPO's ``epsilon`` (1e-6).
 
-    Entropy tracker (PAPO.md §3)
-    ----------------------------
+    Phase controller (docs/algorithm.md §3)
+    ---------------------------------------
+    controller: ``"trend"`` (default): tilt by the filtered relative slope of the entropy, resisting
+        fast collapse and runaway growth; ``"target"``: keep the filtered level on the target
+        trajectory ``H*(progress) = H_ref · interp(target_knots)`` (flat at ``H_ref`` without knots)
+        with a proportional–integral law, as closed-loop entropy controllers do.
+    split: ``"polarity"`` (default): branches by the sign of ``ρ_t = A_t P_t``. ``"advantage_sign"``
+        (ablation): branches by the sign of ``−A_t`` (penalised samples expand, reinforced ones
+        contract), everything else identical; isolates what the polarity coefficient adds.
     warmup_steps: Steps whose mean entropy defines ``H_ref``; weights are neutral meanwhile.
         Integer ≥ 1, default 3. Longer warm-up for noisy early batches (tiny batches, n ≤ 4).
-    level_momentum: EMA factor β of the entropy level ``m``. In [0, 1), default 0.7 (≈3-step memory).
-    trend_momentum: EMA factor β of the per-step change ``d``. In [0, 1), default 0.7.
-    slope_scale: Relative entropy change per step that gives ``tanh(1) ≈ 0.76`` of full tilt.
-        Unit: fraction of the level per step; default 0.02 (2 %/step). Smaller reacts harder.
-    floor, ceil: Guard band in units of ``H_ref``: below ``floor·H_ref`` push to expand, above
-        ``ceil·H_ref`` push to contract. Defaults 0.25 and 2.0; ``0 < floor < 1 < ceil``.
+    level_noise: Process noise of the filter's log entropy level: the standard deviation of
+        unpredictable level jumps, as a fraction of the level per step. Default 0.005 (0.5 %/step);
+        larger follows abrupt changes sooner but passes more batch noise into the level.
+    slope_noise: Process noise of the filter's slope: how much the relative slope may change per
+        step (fraction of the level per step²). Default 0.001; 0 assumes a constant slope (slowest,
+        quietest), 0.005 lets the slope turn within a few steps (noisier with small batches).
+    evidence_z: z-score below which an estimated slope (``trend``) or level error (``target``) is
+        treated as noise: the gate ``max(0, 1 − z₀²/z²)`` is 0 for ``|z| ≤ z₀``. Default 2.0;
+        larger is quieter and slower. 0 disables the gate (not recommended: the tilt follows noise).
+    slope_scale: Relative entropy slope per step that gives ``tanh(1) ≈ 0.76`` of full tilt
+        (``trend``). Unit: fraction of the level per step; default 0.02 (2 %/step).
+    max_tilt_step: Largest change of the tilt ``g`` from one step to the next (both controllers).
+        In (0, 2]; default 0.1 (from neutral to full tilt in 10 steps); 2 disables the limit.
+    floor, ceil: Guard band in units of ``H_ref``, a last resort for both controllers: below
+        ``floor·H_ref`` push to expand, above ``ceil·H_ref`` push to contract. Defaults 0.25 and
+        2.0; ``0 < floor < 1 < ceil``.
     band_softness: Fraction of the band edge over which the guard term saturates to ±1 (0.1).
-    target_knots: Optional entropy schedule replacing the guard band: a list of
-        ``[progress, ratio]`` pairs (progress in [0, 1] of ``total_steps``, ratio in units of
-        ``H_ref``), interpolated linearly; e.g. increase-then-decrease
-        ``[[0, 1.0], [0.3, 1.2], [1, 0.6]]``. ``None`` (default) uses the band.
-    target_scale: Log-ratio ``log(H*/m)`` that gives ``tanh(1)`` of tilt towards the target (0.1).
+    target_knots: ``target`` only: entropy schedule, a list of ``[progress, ratio]`` pairs
+        (progress in [0, 1] of ``total_steps``, ratio in units of ``H_ref``), interpolated
+        linearly; e.g. increase-then-decrease ``[[0, 1.0], [0.3, 1.2], [1, 0.6]]``. ``None``
+        (default): a flat target at ``H_ref``.
+    target_scale: ``target``: log-ratio ``log(H*/m)`` that gives a full proportional tilt (0.1,
+        i.e. a level 10 % off target).
+    target_integral: ``target``: integral gain per step, in units of the proportional term;
+        default 0.05 (a persistent, gated error e adds 0.05·e/target_scale of tilt per step).
+        0 makes the law purely proportional.
     total_steps: Training steps for the schedule's progress; set by the trainer from
         ``trainer.total_training_steps`` when left ``None``.
+
+    Validation of polarity (docs/algorithm.md §4)
+    ---------------------------------------------
+    validate_every: Every this many steps measure, on the step's own batch, how each branch moves
+        the entropy (branch response, 4 extra forward+backward passes over the batch at θ_old, and
+        one parameter-sized buffer held through the update) and the same batch's token entropies
+        after the update (1 extra forward). ``0`` (default) turns validation off; it never changes
+        training. The CPU demo uses 10.
+    validate_window: Number of validation steps in the across-step correlation of the predicted
+        and measured same-batch entropy change (``papo/val/dH_corr_*``). Integer ≥ 3, default 20.
 
     Diagnostics and performance
     ---------------------------
     track_polarity_flips: During the actor update also compute the current policy's ``Σπ²`` and
         ``Σπ² log π`` (one more pass over the logits per training micro-batch, no extra forward)
         to log ``actor/papo/polarity_flip_share``. Turn off to save that pass on huge vocabularies.
-    dh_window: Sliding window, in steps, of the predicted-vs-measured entropy-change correlation
-        (``papo/dH_corr_*``). Integer ≥ 3, default 20.
     stats_backend: ``"auto"`` (Triton on CUDA when installed, else chunked torch), ``"triton"``
         (fail if unavailable) or ``"torch"``.
     stats_chunk_size: Tokens per chunk of the torch statistics path; ``None`` picks a chunk of
@@ -71,18 +102,24 @@ class PapoConfig:
     w_max: float = 5.0
     correction: str = "exact"
     epsilon: float = 1e-6
+    controller: str = "trend"
+    split: str = "polarity"
     warmup_steps: int = 3
-    level_momentum: float = 0.7
-    trend_momentum: float = 0.7
+    level_noise: float = 0.005
+    slope_noise: float = 0.001
+    evidence_z: float = 2.0
     slope_scale: float = 0.02
+    max_tilt_step: float = 0.1
     floor: float = 0.25
     ceil: float = 2.0
     band_softness: float = 0.1
     target_knots: Optional[list] = None
     target_scale: float = 0.1
+    target_integral: float = 0.05
     total_steps: Optional[int] = None
+    validate_every: int = 0
+    validate_window: int = 20
     track_polarity_flips: bool = True
-    dh_window: int = 20
     stats_backend: str = "auto"
     stats_chunk_size: Optional[int] = None
     _prefix: str = field(default="algorithm.papo", repr=False, compare=False)
@@ -96,8 +133,8 @@ class PapoConfig:
 
     def validate(self) -> None:
         """Check types and ranges; raise :class:`PapoConfigError` naming the key and the fix."""
-        for name in ("alpha", "w_min", "w_max", "epsilon", "level_momentum", "trend_momentum", "slope_scale",
-                     "floor", "ceil", "band_softness", "target_scale"):
+        for name in ("alpha", "w_min", "w_max", "epsilon", "level_noise", "slope_noise", "evidence_z", "slope_scale",
+                     "max_tilt_step", "floor", "ceil", "band_softness", "target_scale", "target_integral"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 self._fail(name, f"must be a finite number, got {value!r}")
@@ -113,9 +150,15 @@ class PapoConfig:
             self._fail("epsilon", f"must be >= 0, got {self.epsilon}")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 1:
             self._fail("warmup_steps", f"must be an integer >= 1 (H_ref needs one observation), got {self.warmup_steps!r}")
-        for name in ("level_momentum", "trend_momentum"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                self._fail(name, f"must be in [0, 1), got {getattr(self, name)}")
+        if self.controller not in CONTROLLERS:
+            self._fail("controller", f"must be one of {CONTROLLERS}, got {self.controller!r}")
+        if self.split not in SPLITS:
+            self._fail("split", f"must be one of {SPLITS}, got {self.split!r}")
+        for name in ("level_noise", "slope_noise", "evidence_z", "target_integral"):
+            if getattr(self, name) < 0:
+                self._fail(name, f"must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.max_tilt_step <= 2.0:
+            self._fail("max_tilt_step", f"must be in (0, 2] (2 disables the limit), got {self.max_tilt_step}")
         if self.slope_scale <= 0:
             self._fail("slope_scale", f"must be > 0, got {self.slope_scale}")
         if not 0.0 < self.floor < 1.0:
@@ -131,10 +174,15 @@ class PapoConfig:
             self._fail("total_steps", f"must be a positive integer or null, got {self.total_steps!r}")
         if self.target_knots is not None:
             self.target_knots = self._check_knots(self.target_knots)
+            if self.controller != "target":
+                self._fail("target_knots", f"an entropy schedule needs controller=target (got controller="
+                           f"{self.controller!r}); set algorithm.papo.controller=target or target_knots=null")
         if not isinstance(self.track_polarity_flips, bool):
             self._fail("track_polarity_flips", f"must be true or false, got {self.track_polarity_flips!r}")
-        if isinstance(self.dh_window, bool) or not isinstance(self.dh_window, int) or self.dh_window < 3:
-            self._fail("dh_window", f"must be an integer >= 3, got {self.dh_window!r}")
+        for name, low in (("validate_every", 0), ("validate_window", 3)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                self._fail(name, f"must be an integer >= {low}, got {value!r}")
         if self.stats_backend not in STATS_BACKENDS:
             self._fail("stats_backend", f"must be one of {STATS_BACKENDS}, got {self.stats_backend!r}")
         if self.stats_chunk_size is not None and (isinstance(self.stats_chunk_size, bool)

@@ -90,14 +90,20 @@ DEMO_SETTINGS = [
     "trainer.project_name=papo_demo",
 ]
 
+# PAPO runs of the demo also validate polarity on the step's own batch every 10 steps (a diagnostic:
+# it never changes training, and the cluster recipes leave it off)
+DEMO_PAPO_SETTINGS = ["algorithm.papo.validate_every=10"]
+
 
 def demo_overrides(algorithm: str, seed: int, steps: int, experiment: str, checkpoint_dir: str) -> list[str]:
     """Hydra overrides of one demo run (after the assets' data/model/reward overrides)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; the demo knows {sorted(ALGORITHMS)}")
+    papo = "algorithm.adv_estimator=papo" in ALGORITHMS[algorithm]
     return [
         *DEMO_SETTINGS,
         *ALGORITHMS[algorithm],
+        *(DEMO_PAPO_SETTINGS if papo else []),
         f"data.seed={seed}", f"actor_rollout_ref.actor.data_loader_seed={seed}", f"actor_rollout_ref.rollout.seed={seed}",
         f"trainer.total_training_steps={steps}",
         f"trainer.experiment_name={experiment}",
@@ -217,9 +223,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         (r0, r1), (h0, h1) = _start_end(reward), _start_end(entropy)
         line = (f"  {r.experiment:<14} reward {r0:.3f} -> {r1:.3f}   entropy {h0:.3f} -> {h1:.3f} nats   "
                 f"wall {r.wall_s:.0f} s   peak memory {r.peak_pss_gib:.2f} GiB PSS / {r.peak_rss_gib:.2f} GiB RSS")
-        tilt = _series(r.metrics_file, "papo/tilt")
-        if tilt:
-            line += f"   final tilt {tilt[-1][1]:+.2f}"
+        tilt = [v for step, v in _series(r.metrics_file, "papo/tilt")
+                if step not in {s for s, w in _series(r.metrics_file, "papo/tracker_warmup") if w}]
+        if len(tilt) >= 2:
+            import statistics
+
+            changes = [b - a for a, b in zip(tilt, tilt[1:])]
+            line += (f"\n    PAPO tilt after warm-up: final {tilt[-1]:+.2f}, std over steps {statistics.pstdev(tilt):.3f}, "
+                     f"std of step-to-step change {statistics.pstdev(changes):.3f}")
         print(line)
         print(f"    metrics {r.metrics_file}")
     print(f"  figure  {figure}\n  summary {out / 'summary.md'}\n  tensorboard --logdir {out / 'tensorboard'}")

@@ -1,7 +1,7 @@
 """Fast paths for PAPO's per-token vocabulary statistics, behind ``algorithm.papo.stats_backend``.
 
 PAPO needs, per response token, from the temperature-scaled logits ``z = logits / T`` and
-``π = softmax(z)``: ``log π_k``, ``H``, ``Σπ²`` and ``Σπ² log π`` (PAPO.md §1). Both backends read
+``π = softmax(z)``: ``log π_k``, ``H``, ``Σπ²`` and ``Σπ² log π`` (docs/algorithm.md §1). Both backends read
 the logits once per token and never materialise the softmax of the whole ``[N, V]`` batch:
 
 * ``"triton"`` — :mod:`papo_verl.kernels.triton_stats`: one streaming pass per row (online

@@ -1,4 +1,4 @@
-"""One-pass Triton kernel for PAPO's per-token vocabulary statistics (PAPO.md §1).
+"""One-pass Triton kernel for PAPO's per-token vocabulary statistics (docs/algorithm.md §1).
 
 For every row of ``[N, V]`` logits (any float dtype) and ``π = softmax(logits / T)`` the kernel
 reads the row **once**, tile by tile, and returns ``log π_k`` (optional), ``H``, ``Σπ²`` and

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from papo_verl.algo import (
+    SPLITS,
     apply_branch_weights,
     branch_masses,
     conserve_pressure,
@@ -13,6 +14,7 @@ from papo_verl.algo import (
     papo_advantage,
     polarity_coefficient,
 )
+from papo_verl.metrics import advantage_metrics
 
 from .helpers import make_batch
 
@@ -147,3 +149,37 @@ def test_padding_length_does_not_change_results():
         torch.testing.assert_close(getattr(out, name)[:, :t], getattr(base, name))
         assert (getattr(out, name)[:, t:] == 0).all()
     assert out.expand_weight == base.expand_weight
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_split_labels_masses_and_metrics_match_a_per_token_brute_force(split):
+    """Both splits: the labels are sign(ρ) (polarity) or sign(−A) (advantage_sign); masses, conservation
+    and every share of the O(B) metrics equal a float64 per-token computation from those labels."""
+    batch = make_batch(n_groups=7, seed=11)
+    out = run(batch, 1.4, 0.6, split=split)
+    metrics = advantage_metrics(out, raw_weights=(1.4, 0.6))
+    valid = batch["response_mask"].bool()
+    a, p, adv = out.base_advantages.double(), out.coefficient.double(), out.advantages.double()
+    expected = torch.sign(a * p) if split == "polarity" else -torch.sign(a)
+    assert torch.equal(out.branch, (expected * valid).to(torch.int8))
+    b = out.branch
+    torch.testing.assert_close(out.masses, torch.stack([a.abs()[b > 0].sum(), a.abs()[b < 0].sum()]), rtol=1e-12, atol=0)
+    torch.testing.assert_close(adv.abs()[valid].sum(), a.abs()[valid].sum(), rtol=1e-6, atol=0)
+    w = torch.where(b > 0, out.expand_weight, torch.where(b < 0, out.contract_weight, 1.0)).double()
+    torch.testing.assert_close(adv[valid], (a * w)[valid], rtol=1e-6, atol=1e-7)
+    n = float(valid.sum())
+    brute = {
+        "papo/token_share_expand": float((b > 0).sum()) / n,
+        "papo/token_share_contract": float((b < 0).sum()) / n,
+        "papo/token_share_neutral": float((valid & (b == 0)).sum()) / n,
+        "papo/adv_mass_share_expand": float(a.abs()[b > 0].sum() / a.abs()[valid].sum()),
+        "papo/adv_mass_share_expand_reweighted": float(adv.abs()[b > 0].sum() / adv.abs()[valid].sum()),
+        "papo/polarity_mean": float((a * p)[valid].sum()) / n,
+        "papo/polarity_mean_reweighted": float((adv * p)[valid].sum()) / n,
+        "papo/quadrant_pos_adv_expand": float((valid & (a > 0) & (a * p > 0)).sum()) / n,
+        "papo/quadrant_neg_adv_contract": float((valid & (a < 0) & (a * p < 0)).sum()) / n,
+    }
+    for key, value in brute.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-9), key
+    if split == "advantage_sign":  # the ablation differs from polarity on this batch
+        assert not torch.equal(out.branch, run(batch, 1.4, 0.6).branch)

@@ -1,7 +1,7 @@
 """(E3)–(E4): the polarity coefficient predicts the entropy change of one softmax-logit step.
 
 Oracle: a float64 softmax over free logits; one step Δz = ηA(e_k − π) must change the entropy by
-ηA·P_t to relative error < 1e-3 at η = 1e-4 (PAPO.md §1).
+ηA·P_t to relative error < 1e-3 at η = 1e-4 (docs/algorithm.md §1).
 """
 
 import math
@@ -94,7 +94,7 @@ def test_correction_flips_the_sampled_term_sign():
 
 
 def test_correction_term_is_nonnegative_and_sums_vanish():
-    """Σ π (log π + H) = 0 and C_t = Cov_π(π, log π) ≥ 0 (identities of PAPO.md §1)."""
+    """Σ π (log π + H) = 0 and C_t = Cov_π(π, log π) ≥ 0 (identities of docs/algorithm.md §1)."""
     g = torch.Generator().manual_seed(3)
     z = torch.randn(64, 200, generator=g, dtype=torch.float64) * 3
     logp = torch.log_softmax(z, -1)

@@ -109,11 +109,22 @@ def synthetic_metrics(algorithm: str, seed: int, steps: Iterable[int], val_every
                 "papo/expand_weight": float(rng.uniform(0.5, 1.5)),
                 "papo/contract_weight": float(rng.uniform(0.5, 1.5)),
                 "papo/token_share_expand": float(rng.uniform(0, 1)),
-                "papo/dH_predicted": float(rng.normal(0, 1e-3)),
-                "papo/dH_measured": float(rng.normal(0, 1e-2)),
-                "papo/dH_corr_pearson": float(rng.uniform(-1, 1)),
-                "papo/dH_corr_spearman": float(rng.uniform(-1, 1)),
+                "papo/entropy": float(rng.uniform(0.5, 2.0)),
+                "papo/entropy_level": float(rng.uniform(0.5, 2.0)),
+                "papo/entropy_level_sd": float(rng.uniform(0.01, 0.05)),
+                "papo/entropy_slope_snr": float(rng.normal(0, 2)),
             })
+            if step % val_every == 0:  # the same-batch validation runs every few steps
+                m.update({
+                    "papo/val/branch_dH_expand": float(rng.uniform(0, 1e-3)),
+                    "papo/val/branch_dH_contract": float(rng.uniform(-1e-3, 0)),
+                    "papo/val/sign_split_dH_neg_adv": float(rng.normal(0, 1e-3)),
+                    "papo/val/sign_split_dH_pos_adv": float(rng.normal(0, 1e-3)),
+                    "papo/val/dH_measured": float(rng.normal(0, 1e-2)),
+                    "papo/val/dH_first_order": float(rng.normal(0, 1e-2)),
+                    "papo/val/sign_agreement": float(rng.uniform(0.4, 0.6)),
+                    "papo/val/sign_agreement_sampled_only": float(rng.uniform(0.4, 0.6)),
+                })
         out[step] = m
     return out
 

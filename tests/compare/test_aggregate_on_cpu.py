@@ -16,7 +16,7 @@ from papo_verl.compare.cli import main
 from tests.compare.helpers import run_config, synthetic_metrics, write_file_run
 
 SEEDS = (1, 2, 3)
-METRICS = ("critic/score/mean", "actor/entropy", "val-core/gsm8k/acc/mean@1", "papo/tilt", "papo/dH_corr_pearson")
+METRICS = ("critic/score/mean", "actor/entropy", "val-core/gsm8k/acc/mean@1", "papo/tilt", "papo/val/sign_agreement")
 
 
 @pytest.fixture(scope="module")

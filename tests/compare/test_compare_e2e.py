@@ -27,7 +27,8 @@ from tests.compare.helpers import REPO, png_size
 
 pytestmark = pytest.mark.slow
 
-PAPO_PANELS = {"papo_tilt", "papo_weights", "papo_token_share", "papo_dH", "papo_dH_corr"}
+PAPO_PANELS = {"papo_tilt", "papo_weights", "papo_token_share", "papo_entropy_filter", "papo_slope_snr",
+               "papo_branch_response", "papo_same_batch_dH", "papo_sign_agreement"}
 
 
 def _read_log(path: Path) -> dict[int, dict[str, float]]:

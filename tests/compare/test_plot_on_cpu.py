@@ -13,7 +13,8 @@ from papo_verl.compare import CompareWarning, compare, load_runs, plot_runs
 from papo_verl.compare.plot import _draw_panel, _colors, panels_for
 from tests.compare.helpers import png_size, run_config, synthetic_metrics, write_file_run
 
-PAPO_PANELS = {"papo_tilt", "papo_weights", "papo_token_share", "papo_dH", "papo_dH_corr"}
+PAPO_PANELS = {"papo_tilt", "papo_weights", "papo_token_share", "papo_entropy_filter", "papo_slope_snr",
+               "papo_branch_response", "papo_same_batch_dH", "papo_sign_agreement"}
 COMMON_PANELS = {"train_score", "val_gsm8k_acc_mean1", "entropy", "response_length", "pg_clipfrac"}
 
 
@@ -44,11 +45,12 @@ def test_png_and_panels_with_papo_only_for_papo(runs_dir, tmp_path):
     for key in COMMON_PANELS:
         assert set(result.panels[key]) == {"papo", "grpo"}, key
     assert result.panels["papo_weights"]["papo"] == ["papo/expand_weight", "papo/contract_weight"]
-    assert result.panels["papo_dH"]["papo"] == ["papo/dH_measured", "papo/dH_predicted"]
-    assert result.panels["papo_dH_corr"]["papo"] == ["papo/dH_corr_pearson", "papo/dH_corr_spearman"]
+    assert result.panels["papo_entropy_filter"]["papo"] == ["papo/entropy", "papo/entropy_level",
+                                                            "papo/entropy_level_sd"]  # level ± 2 sd band
+    assert result.panels["papo_same_batch_dH"]["papo"] == ["papo/val/dH_measured", "papo/val/dH_first_order"]
 
     width, height = png_size(tmp_path / "cmp.png")
-    assert (width, height) == (int(5.2 * 3 * 110), int(3.6 * 4 * 110))  # 10 panels: a 4 x 3 grid at 110 dpi
+    assert (width, height) == (int(5.2 * 3 * 110), int(3.6 * 5 * 110))  # 13 panels: a 5 x 3 grid at 110 dpi
     assert (tmp_path / "cmp.png").stat().st_size > 50_000
     assert sorted(p.name for p in (tmp_path / "panels").iterdir()) == sorted(f"{k}.png" for k in result.panels)
     for path in (tmp_path / "panels").iterdir():

@@ -143,6 +143,7 @@ PAPO_OVERRIDES = [
     *BASE_OVERRIDES,
     "algorithm.adv_estimator=papo",
     "algorithm.papo.warmup_steps=2",
+    "algorithm.papo.validate_every=1",  # the same-batch validation at every step
     "trainer.save_freq=2",
 ]
 

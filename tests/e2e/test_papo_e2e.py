@@ -22,13 +22,14 @@ import yaml
 
 from papo_verl import EntropyTracker, PapoConfig
 from papo_verl.metrics import METRICS_GLOSSARY
+from papo_verl.trainer import PAPO_STATE_VERSION
 
 pytestmark = pytest.mark.slow
 
-# metrics logged from the first step on (dH_* need history, entropy_ref the end of warm-up,
-# entropy_target a schedule)
-EVERY_STEP = [k for k in METRICS_GLOSSARY if not k.startswith("papo/dH_")
-              and k not in ("papo/entropy_target", "papo/entropy_ref")]
+# metrics logged from the first step on (validate_every=1; dH_corr_* need 3 validation steps, entropy_ref
+# the end of warm-up, entropy_target and target_integral the target controller)
+EVERY_STEP = [k for k in METRICS_GLOSSARY if not k.startswith("papo/val/dH_corr")
+              and k not in ("papo/entropy_target", "papo/target_integral", "papo/entropy_ref")]
 
 
 def test_papo_on_cpu_end_to_end(papo_run):
@@ -53,14 +54,19 @@ def test_papo_on_cpu_end_to_end(papo_run):
                   "papo/adv_mass_share_expand_reweighted", "papo/correction_flip_share"):
             assert 0.0 <= m[k] <= 1.0, (step, k, m[k])
         assert m["papo/tracker_warmup"] == (1.0 if step <= 2 else 0.0)
-        assert m["papo/tracker_rejected"] == 0.0
-    assert "papo/dH_measured" in run.steps[2] and "papo/dH_predicted" in run.steps[3]
+        assert m["papo/tracker_rejected"] == 0.0 and m["papo/entropy_stderr_measured"] == 1.0
+        assert 0 < m["papo/entropy_stderr"] < m["papo/entropy"]
+        # the validation's gradient pass sees the same batch entropy as the θ_old pass
+        assert m["papo/val/entropy_before"] == pytest.approx(m["papo/entropy"], rel=1e-4)
+        for k in ("papo/val/sign_agreement", "papo/val/sign_agreement_sampled_only"):
+            assert 0.0 <= m[k] <= 1.0, (step, k, m[k])
+    assert "papo/val/dH_corr_pearson" in run.steps[3] and run.steps[3]["papo/val/dH_corr_window"] == 3
     assert "papo/entropy_ref" not in run.steps[1] and "papo/entropy_ref" in run.steps[2]
     # second-epoch updates are off-policy: the polarity of some token changes under the new policy
     assert max(run.steps[s]["actor/papo/polarity_flip_share"] for s in run.steps) > 0
 
     state = json.loads((run.checkpoint_dir / "global_step_2" / "papo_state.json").read_text())
-    assert state["version"] == 1 and state["tracker"]["steps"] == 2
+    assert state["version"] == PAPO_STATE_VERSION and state["tracker"]["steps"] == 2
     assert state["tracker"]["reference"] == pytest.approx(run.steps[2]["papo/entropy_ref"], rel=1e-12)
     print(f"\nPAPO CPU e2e: wall {run.wall_s:.1f} s; peak PSS {run.peak_pss_gib:.2f} GiB, "
           f"peak RSS {run.peak_rss_gib:.2f} GiB")
@@ -78,7 +84,7 @@ def test_papo_resumes_with_its_tracker(papo_run, papo_resumed_run):
     m3 = resumed.steps[3]
     assert m3["papo/tracker_warmup"] == 0.0  # the tracker was restored: no new warm-up
     assert m3["papo/entropy_ref"] == pytest.approx(first.steps[2]["papo/entropy_ref"], rel=1e-12)
-    assert "papo/dH_measured" in m3  # the validator's history was restored as well
+    assert m3["papo/val/dH_corr_window"] == 3  # the validation history (steps 1, 2) was restored as well
     # Step 3 continues from the same checkpoint (weights, dataloader, tracker) in both runs. The rollout's
     # sampling state is not checkpointed (verl keeps none for vLLM either), so step 3's responses are
     # fresh samples and its entropy is close, not equal. What must be exact: the phase weights are the
@@ -90,7 +96,7 @@ def test_papo_resumes_with_its_tracker(papo_run, papo_resumed_run):
     for run in (first, resumed):
         tracker = EntropyTracker(papo_config)
         tracker.load_state_dict(state["tracker"])
-        weights = tracker.update(run.steps[3]["papo/entropy"])
+        weights = tracker.update(run.steps[3]["papo/entropy"], run.steps[3]["papo/entropy_stderr"])
         logged = run.steps[3]
         assert weights.tilt == pytest.approx(logged["papo/tilt"], rel=1e-12, abs=1e-15)
         assert weights.expand == pytest.approx(logged["papo/expand_weight_raw"], rel=1e-12)

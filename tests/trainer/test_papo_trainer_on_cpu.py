@@ -11,7 +11,7 @@ import torch
 import verl  # noqa: F401  -- plugin
 from papo_verl.estimator import compute_papo_outcome_advantage
 from papo_verl.metrics import METRICS_GLOSSARY
-from papo_verl.trainer import PAPO_STATE_FILE, PapoState, PapoTrainer
+from papo_verl.trainer import PAPO_STATE_FILE, PAPO_STATE_VERSION, PapoState, PapoTrainer
 from papo_verl.tracker import PhaseWeights
 from verl.trainer.ppo.v1 import PPOTrainerSync
 from verl.workers.utils.padding import response_from_nested
@@ -161,7 +161,7 @@ def test_checkpoint_round_trip_and_resume_reproduce_phase_weights(transfer_queue
     first._save_checkpoint()
     folder = os.path.join(ckpt, f"global_step_{cut}")
     state = json.load(open(os.path.join(folder, PAPO_STATE_FILE)))
-    assert state["version"] == 1 and state["tracker"]["steps"] == cut
+    assert state["version"] == PAPO_STATE_VERSION and state["tracker"]["steps"] == cut
     assert open(os.path.join(ckpt, "latest_checkpointed_iteration.txt")).read() == str(cut)
 
     resumed = with_io(bare_trainer(PapoTrainer, cfg))
