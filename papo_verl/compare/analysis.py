@@ -26,7 +26,8 @@ from papo_verl.compare.configs import (
 )
 from papo_verl.compare.logs import CompareError, CompareWarning, Run, discover, read_sources
 
-__all__ = ["Comparison", "SummaryRow", "compare", "load_runs", "summary_markdown", "mean_std"]
+__all__ = ["Comparison", "STATISTICS", "SummaryRow", "area_under_curve", "compare", "load_runs", "mean_std",
+           "summary_markdown", "t_interval", "welch_difference"]
 
 LABEL_MODES = ("config", "experiment")
 # Which log to keep when one run was logged to several backends: the file logger has every key.
@@ -48,6 +49,8 @@ TABLE_METRICS = (
     "papo/val/sign_agreement",
 )
 _HIGHER_IS_BETTER = re.compile(r"(score|reward|acc)", re.IGNORECASE)
+HELD_OUT_PREFIXES = ("eval/",)  # papo_verl's held-out evaluation (papo_verl.demo.heldout)
+STATISTICS = ("final", "best", "auc")
 
 
 def _warn(message: str, sink: Optional[list] = None) -> None:
@@ -196,16 +199,73 @@ def format_mean_std(mean: float, std: float, n: int) -> str:
     return f"{mean:.4g} ± {std:.2g}"
 
 
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, int, float, float]:
+    """Mean, sample std (ddof=1), n and the Student-t interval of the mean over the finite ``values``.
+
+    The interval is NaN with fewer than two values (no spread, no interval).
+    """
+    from scipy import stats
+
+    mean, std, n = mean_std(values)
+    if n < 2 or not math.isfinite(std):
+        return mean, std, n, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
+    return mean, std, n, mean - half, mean + half
+
+
+def welch_difference(values: Sequence[float], baseline: Sequence[float],
+                     level: float = 0.95) -> tuple[float, float, float, float]:
+    """``mean(values) − mean(baseline)``, its Welch interval and the two-sided Welch t-test p-value.
+
+    NaN where either side has fewer than two finite values, or neither varies.
+    """
+    from scipy import stats
+
+    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    b = np.asarray([v for v in baseline if v is not None and math.isfinite(v)], dtype=float)
+    if a.size == 0 or b.size == 0:
+        return math.nan, math.nan, math.nan, math.nan
+    diff = float(a.mean() - b.mean())
+    if a.size < 2 or b.size < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return diff, math.nan, math.nan, math.nan
+    result = stats.ttest_ind(a, b, equal_var=False)
+    interval = result.confidence_interval(confidence_level=level)
+    return diff, float(interval.low), float(interval.high), float(result.pvalue)
+
+
+def area_under_curve(series: pd.Series) -> float:
+    """Mean level of a metric over training: the trapezoidal area under its curve divided by the span of steps."""
+    series = series.dropna()
+    if len(series) < 2:
+        return float(series.iloc[0]) if len(series) == 1 else math.nan
+    steps = series.index.to_numpy(dtype=float)
+    return float(np.trapezoid(series.to_numpy(dtype=float), steps) / (steps[-1] - steps[0]))
+
+
 @dataclass
 class SummaryRow:
+    """One statistic of one metric for one algorithm, over its runs (seeds).
+
+    ``statistic``: ``final`` (each run's mean of its last ``final_window`` values), ``best`` (each run's
+    best value so far) or ``auc`` (each run's area under the curve per step: its mean level over training).
+    ``values`` are the per-run values the mean, std and the t interval are computed from; ``diff`` and
+    the rest compare them with the baseline algorithm's values (Welch), when a baseline is set.
+    """
+
     metric: str
     label: str
+    statistic: str
     n: int
-    final_mean: float
-    final_std: float
-    best_mean: Optional[float]
-    best_std: Optional[float]
-    final_steps: tuple[int, ...]
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+    diff: Optional[float] = None
+    diff_low: Optional[float] = None
+    diff_high: Optional[float] = None
+    p_value: Optional[float] = None
 
 
 @dataclass
@@ -219,6 +279,8 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
     # "final" = mean of each run's last ``final_window`` logged values up to the horizon (1: the last value).
     final_window: int = 1
+    # algorithm the others are compared with (difference, Welch interval and p-value); None: no comparison
+    baseline: Optional[str] = None
 
     @property
     def labels(self) -> list[str]:
@@ -263,6 +325,7 @@ class Comparison:
         present = set().union(*(r.metric_names for r in self.runs))
         out = [next(m for m in TRAIN_SCORE_METRICS if m in present)] if present & set(TRAIN_SCORE_METRICS) else []
         out += self.validation_metrics()
+        out += sorted(m for m in present if m.startswith(HELD_OUT_PREFIXES))
         out += [m for m in TABLE_METRICS if m in present]
         out += [m for m in self.extra_metrics if m in present and m not in out]
         return out
@@ -271,27 +334,53 @@ class Comparison:
         present = set().union(*(r.metric_names for r in self.runs))
         return sorted(m for m in present if VAL_MEAN_METRIC.match(m))
 
+    def held_out(self, metric: str) -> bool:
+        """Held-out metrics (verl's validation, papo_verl's ``eval/*``) also get best-so-far and AUC."""
+        return bool(VAL_MEAN_METRIC.match(metric)) or metric.startswith(HELD_OUT_PREFIXES)
+
+    def _per_run(self, metric: str, label: str) -> dict[str, tuple[list[float], list[int]]]:
+        out: dict[str, tuple[list[float], list[int]]] = {"final": ([], []), "best": ([], []), "auc": ([], [])}
+        higher_better = bool(_HIGHER_IS_BETTER.search(metric)) or metric.startswith(HELD_OUT_PREFIXES)
+        for run in self.groups[label]:
+            series = run.series(metric)
+            series = series[series.index <= self.horizon]
+            if series.empty:
+                continue
+            tail = series.iloc[-self.final_window:]
+            out["final"][0].append(float(tail.mean()))
+            out["final"][1].extend(int(step) for step in tail.index)
+            if self.held_out(metric) or higher_better:
+                out["best"][0].append(float(series.max() if higher_better else series.min()))
+            if self.held_out(metric):
+                out["auc"][0].append(area_under_curve(series))
+        return out
+
     def summary_rows(self) -> list[SummaryRow]:
+        """Per metric, statistic and algorithm: mean ± std, t interval and, with a baseline, the Welch difference."""
         rows = []
         for metric in self.table_metrics():
-            higher_better = bool(_HIGHER_IS_BETTER.search(metric))
-            for label in self.labels:
-                finals, bests, steps = [], [], []
-                for run in self.groups[label]:
-                    series = run.series(metric)
-                    series = series[series.index <= self.horizon]
-                    if series.empty:
+            per_label = {label: self._per_run(metric, label) for label in self.labels}
+            for statistic in STATISTICS:
+                base = per_label.get(self.baseline, {}).get(statistic, ([], []))[0] if self.baseline else []
+                for label in self.labels:
+                    values, steps = per_label[label][statistic]
+                    if not values:
                         continue
-                    tail = series.iloc[-self.final_window:]
-                    finals.append(float(tail.mean()))
-                    steps.extend(int(step) for step in tail.index)
-                    bests.append(float(series.max()))
-                if not finals:
-                    continue
-                f_mean, f_std, n = mean_std(finals)
-                b_mean, b_std, _ = mean_std(bests) if higher_better else (None, None, 0)
-                rows.append(SummaryRow(metric, label, n, f_mean, f_std, b_mean, b_std, tuple(sorted(set(steps)))))
+                    mean, std, n, low, high = t_interval(values)
+                    row = SummaryRow(metric, label, statistic, n, mean, std, low, high, tuple(sorted(set(steps))),
+                                     tuple(values))
+                    if self.baseline and label != self.baseline and base:
+                        row.diff, row.diff_low, row.diff_high, row.p_value = welch_difference(values, base)
+                    rows.append(row)
         return rows
+
+    def stats_table(self) -> pd.DataFrame:
+        """:meth:`summary_rows` as a table (one row per metric, statistic and algorithm)."""
+        columns = ["metric", "statistic", "algorithm", "n", "mean", "std", "ci_low", "ci_high", "diff", "diff_low",
+                   "diff_high", "p_value", "values"]
+        records = [[r.metric, r.statistic, r.label, r.n, r.mean, r.std, r.ci_low, r.ci_high, r.diff, r.diff_low,
+                    r.diff_high, r.p_value, " ".join(f"{v:.6g}" for v in r.values)] for r in self.summary_rows()]
+        return pd.DataFrame(records, columns=columns)
 
     # ---- configs -----------------------------------------------------------------------------
 
@@ -324,7 +413,7 @@ def _short(value, limit: int = 60) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metrics: Sequence[str] = (),
-            final_window: int = 1) -> Comparison:
+            final_window: int = 1, baseline: Optional[str] = None) -> Comparison:
     """Group ``runs`` by algorithm and fix the common horizon; warn about what differs.
 
     ``final_window``: the table's "final" value of a run is the mean of its last ``final_window`` logged
@@ -384,7 +473,9 @@ def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metric
             close = difflib.get_close_matches(metric, sorted(present), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             _warn(f"metric {metric} was asked for but no run logged it: it is not plotted or tabulated{hint}", notes)
-    comparison = Comparison(runs, groups, horizon, tuple(extra_metrics), notes, final_window)
+    if baseline is not None and baseline not in groups:
+        raise CompareError(f"baseline {baseline!r} is not one of the algorithms compared: {', '.join(groups)}")
+    comparison = Comparison(runs, groups, horizon, tuple(extra_metrics), notes, final_window, baseline)
     _check_configs(comparison, notes)
     return comparison
 
@@ -424,8 +515,12 @@ def _markdown(c: Comparison) -> str:
     final = ("final = the last logged value" if c.final_window == 1 else
              f"final = each run's mean over its last {c.final_window} logged steps")
     lines.append(f"Steps ≤ **{c.horizon}** (common horizon). Values: mean ± sample std (ddof=1) over the runs "
-                 f"(seeds) of each algorithm; n = number of runs; {final} (at step(s)); best so far = maximum "
-                 "up to the horizon (reward/score/accuracy metrics only).")
+                 f"(seeds) of each algorithm, and the Student-t 95 % interval of the mean; n = number of runs; "
+                 f"{final} (at step(s)); best = best so far up to the horizon (reward/score/accuracy and held-out "
+                 "metrics); auc = area under the curve per step, the mean level over training (held-out metrics)."
+                 + (f" Δ: difference of means to **{c.baseline}**, with Welch's 95 % interval and two-sided p-value "
+                    "(scipy.stats.ttest_ind, equal_var=False); no correction for multiple comparisons."
+                    if c.baseline else ""))
     lines += ["", "## Runs", "", "| algorithm | seed | run | log | steps |", "|---|---|---|---|---|"]
     for label, members in c.groups.items():
         for r in sorted(members, key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0, r.display)):
@@ -434,13 +529,24 @@ def _markdown(c: Comparison) -> str:
             lines.append(f"| {label} | {seed} | {r.display} | {r.source}: {r.log_paths[-1].name}"
                          f"{f' (+{len(r.log_paths) - 1} earlier segment(s))' if len(r.log_paths) > 1 else ''} "
                          f"| {len(steps)} ({steps[0]}..{steps[-1]}) |")
-    lines += ["", f"## Results (steps ≤ {c.horizon})", "",
-              f"| metric | algorithm | n | final{'' if c.final_window == 1 else f' (last {c.final_window})'} "
-              "| at step | best so far |", "|---|---|---|---|---|---|"]
+    lines += ["", f"## Results (steps ≤ {c.horizon})", ""]
+    vs = f" | Δ vs {c.baseline} [95 % CI] | p (Welch)" if c.baseline else ""
+    lines += [f"| metric | statistic | algorithm | n | mean ± sd | 95 % CI | at step{vs} |",
+              "|---|---|---|---|---|---|---|" + ("---|---|" if c.baseline else "")]
     for row in c.summary_rows():
-        best = "—" if row.best_mean is None else format_mean_std(row.best_mean, row.best_std, row.n)
-        lines.append(f"| `{row.metric}` | {row.label} | {row.n} | {format_mean_std(row.final_mean, row.final_std, row.n)} "
-                     f"| {_steps_text(row.final_steps)} | {best} |")
+        ci = "—" if not math.isfinite(row.ci_low) else f"[{row.ci_low:.4g}, {row.ci_high:.4g}]"
+        at = _steps_text(row.steps) if row.statistic == "final" else ("all" if row.statistic == "auc" else "max")
+        line = (f"| `{row.metric}` | {row.statistic} | {row.label} | {row.n} | "
+                f"{format_mean_std(row.mean, row.std, row.n)} | {ci} | {at} |")
+        if c.baseline:
+            if row.diff is None:
+                line += " — | — |"
+            else:
+                interval = "" if row.diff_low is None or not math.isfinite(row.diff_low) else \
+                    f" [{row.diff_low:.3g}, {row.diff_high:.3g}]"
+                p = "—" if row.p_value is None or not math.isfinite(row.p_value) else f"{row.p_value:.3g}"
+                line += f" {row.diff:+.4g}{interval} | {p} |"
+        lines.append(line)
     keys, table = c.config_table()
     lines += ["", "## Config keys that differ between algorithms", ""]
     if not keys:

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run logs or directories (searched recursively for runs)")
     parser.add_argument("-o", "--out", type=Path, default=Path("papo-compare"),
                         help="output directory (default: ./papo-compare): compare.png, panels/*.png, "
-                             "summary.md, aggregate.csv")
+                             "summary.md, aggregate.csv, stats.csv")
     parser.add_argument("--svg", action="store_true", help="also write every figure as SVG")
     parser.add_argument("--label-from", choices=("config", "experiment"), default="config",
                         help="algorithm label from the resolved config (default) or from the experiment name "
@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--final-window", type=int, default=1, metavar="K",
                         help="the table's 'final' value of a run = mean of its last K logged steps (default 1: "
                              "the last value; 5-10 averages out the step-to-step noise of small batches)")
+    parser.add_argument("--baseline", metavar="ALGORITHM",
+                        help="compare every other algorithm with this one: difference of means, Welch 95 %% interval "
+                             "and p-value per metric and statistic (e.g. --baseline grpo)")
     parser.add_argument("--metric", action="append", default=[], metavar="NAME",
                         help="also plot and tabulate this metric (repeatable)")
     parser.add_argument("--skip-invalid", action="store_true",
@@ -71,7 +74,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              skip_invalid=args.skip_invalid)
             warnings.showwarning = _print_warning
             comparison = compare(runs, max_step=args.max_step, extra_metrics=args.metric,
-                                 final_window=args.final_window)
+                                 final_window=args.final_window, baseline=args.baseline)
             # warnings about the collection (skipped runs, duplicate logs) go into the summary too;
             # per-run ones are there already as the runs' notes
             per_run = {f"run {r.name}: {note}" for r in runs for note in r.notes}
@@ -81,6 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             result = plot_runs(comparison, out / "compare.png", svg=args.svg, panel_dir=out / "panels",
                                title=args.title)
             comparison.aggregate_table().to_csv(out / "aggregate.csv", index=False)
+            comparison.stats_table().to_csv(out / "stats.csv", index=False)
             markdown = comparison.markdown()
             (out / "summary.md").write_text(markdown, encoding="utf-8")
         except CompareError as err:
@@ -90,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{PROG}: error: {err}", file=sys.stderr)
             return 2
     print(markdown)
-    print(f"{PROG}: wrote {out / 'summary.md'}, {out / 'aggregate.csv'} and {len(result.files)} figure file(s) "
+    print(f"{PROG}: wrote {out / 'summary.md'}, {out / 'aggregate.csv'}, {out / 'stats.csv'} and {len(result.files)} figure file(s) "
           f"({', '.join(result.panels)}) under {out}", file=sys.stderr)
     return 0
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from papo_verl.compare import CompareWarning, compare, load_runs
+from papo_verl.compare import CompareError, CompareWarning, compare, load_runs
 from papo_verl.compare.cli import main
 from tests.compare.helpers import run_config, synthetic_metrics, write_file_run
 
@@ -84,36 +84,71 @@ def _parse(cell: str) -> tuple[float, float]:
     return float(mean), float(std) if std else math.nan
 
 
-def _table_rows(markdown: str) -> dict[tuple[str, str], list[str]]:
+def _table_rows(markdown: str) -> dict[tuple[str, str, str], list[str]]:
+    """``{(metric, statistic, algorithm): [n, mean ± sd, 95 % CI, at step, (Δ, p)]}`` from the results table."""
     rows = {}
     for line in markdown.splitlines():
-        match = re.match(r"^\| `([^`]+)` \| (\w[\w+]*) \| (\d+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", line)
+        match = re.match(r"^\| `([^`]+)` \| (final|best|auc) \| (\w[\w+]*) \| (.*)\|$", line)
         if match:
-            rows[(match[1], match[2])] = [match[3], match[4].strip(), match[5].strip(), match[6].strip()]
+            rows[(match[1], match[2], match[3])] = [cell.strip() for cell in match[4].split("|")]
     return rows
 
 
-def test_markdown_final_and_best_match_numpy(three_seeds_each):
+def test_markdown_final_best_and_auc_match_numpy_and_scipy(three_seeds_each):
+    from scipy import stats
+
     root, written = three_seeds_each
     comparison, _ = _load(root)
     rows = _table_rows(comparison.markdown())
     for algorithm in ("papo", "grpo"):
         for metric in ("critic/score/mean", "val-core/gsm8k/acc/mean@1", "actor/entropy", "papo/tilt"):
             if metric.startswith("papo/") and algorithm == "grpo":
-                assert (metric, algorithm) not in rows
+                assert (metric, "final", algorithm) not in rows
                 continue
             finals = [m[max(s for s in m if metric in m[s])][metric] for m in written[algorithm].values()]
-            n, final, at_step, best = rows[(metric, algorithm)]
+            n, final, interval, at_step = rows[(metric, "final", algorithm)]
             assert int(n) == 3
             assert _parse(final)[0] == pytest.approx(np.mean(finals), rel=1e-3)
             assert _parse(final)[1] == pytest.approx(np.std(finals, ddof=1), rel=5e-2)
+            half = stats.t.ppf(0.975, 2) * np.std(finals, ddof=1) / np.sqrt(3)
+            low, high = (float(v) for v in interval.strip("[]").split(","))
+            assert (low, high) == pytest.approx((np.mean(finals) - half, np.mean(finals) + half), rel=1e-3, abs=1e-4)
             assert at_step == "6"
             if metric == "actor/entropy" or metric.startswith("papo/"):
-                assert best == "—"
+                assert (metric, "best", algorithm) not in rows and (metric, "auc", algorithm) not in rows
             else:
                 bests = [max(v[metric] for v in m.values() if metric in v) for m in written[algorithm].values()]
-                assert _parse(best)[0] == pytest.approx(np.mean(bests), rel=1e-3)
-                assert _parse(best)[1] == pytest.approx(np.std(bests, ddof=1), rel=5e-2)
+                assert _parse(rows[(metric, "best", algorithm)][1])[0] == pytest.approx(np.mean(bests), rel=1e-3)
+            if metric.startswith("val-core/"):  # held out: the area under the curve per step
+                aucs = []
+                for m in written[algorithm].values():
+                    steps = sorted(s for s in m if metric in m[s])
+                    aucs.append(np.trapezoid([m[s][metric] for s in steps], steps) / (steps[-1] - steps[0]))
+                assert _parse(rows[(metric, "auc", algorithm)][1])[0] == pytest.approx(np.mean(aucs), rel=1e-3)
+
+
+def test_baseline_difference_is_welchs(three_seeds_each, tmp_path):
+    from scipy import stats
+
+    root, written = three_seeds_each
+    comparison, _ = _load(root, baseline="grpo")
+    table = comparison.stats_table().set_index(["metric", "statistic", "algorithm"])
+    metric = "critic/score/mean"
+    finals = {a: [m[max(m)][metric] for m in written[a].values()] for a in ("papo", "grpo")}
+    welch = stats.ttest_ind(finals["papo"], finals["grpo"], equal_var=False)
+    row = table.loc[(metric, "final", "papo")]
+    assert row["diff"] == pytest.approx(np.mean(finals["papo"]) - np.mean(finals["grpo"]), rel=1e-12)
+    assert row["p_value"] == pytest.approx(welch.pvalue, rel=1e-12)
+    ci = welch.confidence_interval(0.95)
+    assert (row["diff_low"], row["diff_high"]) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    assert math.isnan(table.loc[(metric, "final", "grpo")]["diff"])  # the baseline itself
+    assert "Δ vs grpo [95 % CI] | p (Welch)" in comparison.markdown()
+    with pytest.raises(CompareError, match="baseline 'ppo' is not one of the algorithms compared: grpo, papo"):
+        _load(root, baseline="ppo")
+    assert main([str(root), "-o", str(tmp_path / "out"), "--baseline", "grpo"]) == 0
+    csv = pd.read_csv(tmp_path / "out" / "stats.csv")
+    assert csv.set_index(["metric", "statistic", "algorithm"]).loc[(metric, "final", "papo"), "p_value"] == \
+        pytest.approx(welch.pvalue, rel=1e-9)
 
 
 def test_cli_writes_aggregate_csv_with_numpys_values(three_seeds_each, tmp_path, capsys):
@@ -146,7 +181,7 @@ def test_different_horizons_are_warned_and_compared_on_the_common_one(tmp_path):
         agg = comparison.aggregate("critic/score/mean", algorithm)
         _assert_frame_matches(agg, _numpy_stats(written[algorithm], "critic/score/mean", range(1, 6)))
     rows = _table_rows(comparison.markdown())
-    n, final, at_step, _ = rows[("critic/score/mean", "papo")]
+    n, final, _, at_step = rows[("critic/score/mean", "final", "papo")]
     assert at_step == "5"
     assert _parse(final)[0] == pytest.approx(np.mean([m[5]["critic/score/mean"] for m in written["papo"].values()]),
                                             rel=1e-3)
@@ -162,7 +197,7 @@ def test_different_horizons_are_warned_and_compared_on_the_common_one(tmp_path):
 def test_final_window_averages_each_runs_last_steps_before_the_seed_statistics(three_seeds_each, tmp_path, capsys):
     root, written = three_seeds_each
     comparison, _ = _load(root, final_window=3)
-    rows = {(r.metric, r.label): r for r in comparison.summary_rows()}
+    rows = {(r.metric, r.label): r for r in comparison.summary_rows() if r.statistic == "final"}
     for algorithm in ("papo", "grpo"):
         for metric in ("critic/score/mean", "actor/entropy", "val-core/gsm8k/acc/mean@1"):
             per_run = []
@@ -170,20 +205,19 @@ def test_final_window_averages_each_runs_last_steps_before_the_seed_statistics(t
                 logged = [m[s][metric] for s in sorted(m) if metric in m[s] and math.isfinite(m[s][metric])]
                 per_run.append(np.mean(logged[-3:]))
             row = rows[(metric, algorithm)]
-            assert row.final_mean == pytest.approx(np.mean(per_run), rel=1e-12)
-            assert row.final_std == pytest.approx(np.std(per_run, ddof=1), rel=1e-12)
+            assert row.mean == pytest.approx(np.mean(per_run), rel=1e-12)
+            assert row.std == pytest.approx(np.std(per_run, ddof=1), rel=1e-12)
         # validation is logged every 2nd step: its window is steps 2, 4, 6
-        assert rows[("val-core/gsm8k/acc/mean@1", algorithm)].final_steps == (2, 4, 6)
-        assert rows[("critic/score/mean", algorithm)].final_steps == (4, 5, 6)
+        assert rows[("val-core/gsm8k/acc/mean@1", algorithm)].steps == (2, 4, 6)
+        assert rows[("critic/score/mean", algorithm)].steps == (4, 5, 6)
     markdown = comparison.markdown()
     assert "final = each run's mean over its last 3 logged steps" in markdown
-    assert "| metric | algorithm | n | final (last 3) | at step | best so far |" in markdown
-    # the best-so-far column does not depend on the window
-    assert _table_rows(markdown)[("critic/score/mean", "papo")][3] == _table_rows(_load(root)[0].markdown())[
-        ("critic/score/mean", "papo")][3]
+    # the best-so-far rows do not depend on the window
+    assert _table_rows(markdown)[("critic/score/mean", "best", "papo")] == _table_rows(_load(root)[0].markdown())[
+        ("critic/score/mean", "best", "papo")]
 
     assert main([str(root), "-o", str(tmp_path / "out"), "--final-window", "3"]) == 0
-    assert "final (last 3)" in (tmp_path / "out" / "summary.md").read_text()
+    assert "each run's mean over its last 3 logged steps" in (tmp_path / "out" / "summary.md").read_text()
     capsys.readouterr()
     assert main([str(root), "-o", str(tmp_path / "bad"), "--final-window", "0"]) == 2
     assert "final_window must be an integer >= 1" in capsys.readouterr().err

@@ -51,7 +51,7 @@ def test_python_dash_m_writes_every_output(two_algorithms, tmp_path):
     assert proc.stdout.strip() == summary.strip()
     assert "| papo | 1 (data.seed) | papo-seed1 | file: papo-seed1.jsonl | 5 (1..5) |" in summary
     assert "| grpo | 2 (data.seed) | grpo-seed2 | file: grpo-seed2.jsonl | 5 (1..5) |" in summary
-    assert "| `papo/tilt` | papo | 2 |" in summary and "| `papo/tilt` | grpo |" not in summary
+    assert "| `papo/tilt` | final | papo | 2 |" in summary and "| `papo/tilt` | final | grpo |" not in summary
     assert "| `algorithm.adv_estimator` | algorithm | papo | grpo |" in summary
     assert f"papo-compare: wrote {Path('report') / 'summary.md'}, {Path('report') / 'aggregate.csv'}" in proc.stderr
     assert "warning" not in proc.stderr  # one base config, same horizons, seeds from the configs
@@ -68,7 +68,7 @@ def test_help_lists_the_options(tmp_path):
 def test_extra_metric_gets_a_panel_and_a_row(two_algorithms, tmp_path, capsys):
     assert main([str(two_algorithms), "-o", str(tmp_path), "--metric", "critic/rewards/mean"]) == 0
     assert (tmp_path / "panels" / "critic_rewards_mean.png").is_file()
-    assert "| `critic/rewards/mean` | papo | 2 |" in capsys.readouterr().out
+    assert "| `critic/rewards/mean` | final | papo | 2 |" in capsys.readouterr().out
 
 
 def test_extra_metric_no_run_logged_is_warned_with_the_close_names(two_algorithms, tmp_path, capsys):

@@ -127,11 +127,11 @@ def test_papo_compare_cli_on_real_cpu_runs(e2e_runs, logs, tmp_path):
             for step, value in expected.items():
                 assert rows.loc[step, "mean"] == pytest.approx(value, rel=1e-12, abs=1e-15)
                 assert rows.loc[step, "n"] == 1 and math.isnan(rows.loc[step, "std"])
-            # the summary table row: n = 1, final = the last logged value up to the horizon
+            # the summary table row: n = 1, final = the last logged value up to the horizon, no interval
             last = max(expected)
-            assert (f"| `{metric}` | {algorithm} | 1 | {format_mean_std(expected[last], math.nan, 1)} | {last} |"
-                    in summary)
-    assert "| `papo/tilt` | grpo |" not in summary
+            assert (f"| `{metric}` | final | {algorithm} | 1 | {format_mean_std(expected[last], math.nan, 1)} | — "
+                    f"| {last} |" in summary)
+    assert "| `papo/tilt` | final | grpo |" not in summary
     assert "| `algorithm.adv_estimator` | algorithm |" in summary
 
 
@@ -175,5 +175,5 @@ def test_multiseed_launcher_compares_the_logs_it_finds(e2e_runs, tmp_path):
     assert png_size(out / "compare" / "compare.png")[0] > 1000
     assert (out / "compare" / "compare.svg").is_file()
     summary = (out / "compare" / "summary.md").read_text()
-    assert "| final (last 5) |" in summary and "| `algorithm.adv_estimator` | algorithm |" in summary
+    assert "over its last 5 logged steps" in summary and "| `algorithm.adv_estimator` | algorithm |" in summary
     assert f"comparison: {out}/compare/compare.png" in proc.stdout
