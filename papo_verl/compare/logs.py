@@ -47,6 +47,11 @@ _SKIP_DIRS = {".git", "__pycache__", "node_modules", ".hydra"}
 # also *.jsonl but have other keys, so a *.jsonl found in a directory is a metrics log only if it has
 # a resolved config beside it or its first record has exactly this shape.
 _FILE_LOGGER_KEYS = {"step", "data"}
+# <experiment>.eval.jsonl beside <experiment>.jsonl: metrics computed after the run (papo_verl.demo.heldout),
+# in the file logger's format, merged into that run at their steps without replacing a logged value
+EXTRA_SUFFIX = ".eval"
+# metrics of held-out evaluations: they do not make a step a training step
+HELD_OUT_METRIC_PREFIXES = ("val-", "eval/")
 
 
 class CompareError(Exception):
@@ -65,6 +70,7 @@ class RunSource:
     segments: tuple[Path, ...]           # log files (file/tensorboard) or run directories (wandb), in order
     config_paths: tuple[Optional[Path], ...] = ()  # per segment, for the file logger
     error: Optional[str] = None          # a run found but unusable (e.g. a config without its log)
+    extras: tuple[Path, ...] = ()        # file logger: <experiment>.eval.jsonl, metrics added after the run
 
     @property
     def key(self) -> tuple:
@@ -109,7 +115,7 @@ class Run:
     @property
     def training_steps(self) -> list[int]:
         """Steps with any non-validation metric (all steps if the run only logged validation)."""
-        train_cols = [c for c in self.metrics.columns if not c.startswith("val-")]
+        train_cols = [c for c in self.metrics.columns if not c.startswith(HELD_OUT_METRIC_PREFIXES)]
         if not train_cols:
             return self.steps
         mask = self.metrics[train_cols].notna().any(axis=1)
@@ -280,6 +286,8 @@ def _file_logger_runs_in_dir(directory: Path, names: Iterable[str], explicit: bo
     """
     names = set(names)
     stems = {n[: -len(JSONL_SUFFIX)] for n in names if n.endswith(JSONL_SUFFIX)}
+    extras = {stem for stem in stems if stem.endswith(EXTRA_SUFFIX) and stem[: -len(EXTRA_SUFFIX)]}
+    stems -= extras
     config_stems = {n[: -len(CONFIG_SUFFIX)] for n in names if n.endswith(CONFIG_SUFFIX) and len(n) > len(CONFIG_SUFFIX)}
     def parent_of(stem: str) -> Optional[str]:
         match = _SEGMENT_STEM.match(stem)
@@ -318,10 +326,12 @@ def _file_logger_runs_in_dir(directory: Path, names: Iterable[str], explicit: bo
             paths = [directory / (stem + JSONL_SUFFIX) for stem in members]
             if not any(_looks_like_file_logger(p) for p in paths):
                 continue  # some other jsonl (e.g. rollout dumps), or an empty file we cannot attribute
+        extra = base + EXTRA_SUFFIX
         sources.append(RunSource(
             "file",
             tuple(directory / (stem + JSONL_SUFFIX) for stem in members),
             tuple((directory / (stem + CONFIG_SUFFIX)) if stem in config_stems else None for stem in members),
+            extras=(directory / (extra + JSONL_SUFFIX),) if extra in extras else (),
         ))
     return sources
 
@@ -644,6 +654,13 @@ def read_run(source: RunSource, wandb_logs: Optional[list[WandbRunLog]] = None) 
 
     merged, merge_notes = merge_segments(segments)
     notes.extend(merge_notes)
+    for path in source.extras:  # metrics computed after the run: added, never replacing a logged value
+        extra, extra_notes = read_file_logger_segment(path)
+        notes.extend(extra_notes)
+        for step, values in extra.items():
+            row = merged.setdefault(step, {})
+            for metric, value in values.items():
+                row.setdefault(metric, value)
     metrics = _segment_frame(merged)
     where = ", ".join(str(p) for p in source.segments)
     if metrics.empty:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -108,6 +109,8 @@ def demo_overrides(algorithm: str, seed: int, steps: int, experiment: str, check
         f"trainer.total_training_steps={steps}",
         f"trainer.experiment_name={experiment}",
         f"trainer.default_local_dir={checkpoint_dir}",
+        # verl dumps every validation's samples here; papo_verl.demo.heldout scores them after the run
+        f"trainer.validation_data_dir={Path(checkpoint_dir).parent.parent / 'validation' / experiment}",
         "+ray_kwargs.ray_init.address=local",  # a fresh local cluster for every run
     ]
 
@@ -143,9 +146,22 @@ def run_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra
     text = log_file.read_text(errors="replace")
     marker = "papo_verl: metrics log "
     metrics_file = text[text.index(marker) + len(marker):].split(" ", 1)[0] if marker in text else None
+    if rc == 0 and metrics_file:
+        write_heldout(out / "validation" / experiment, Path(metrics_file).with_name(f"{experiment}.eval.jsonl"))
     gib = 1024 ** 3
     return DemoRun(algorithm, seed, experiment, rc if rc is not None else -1, wall, run.memory.peak_pss / gib,
                    run.memory.peak_rss / gib, metrics_file, str(log_file))
+
+
+def write_heldout(validation_dir: Path, eval_file: Path) -> Optional[Path]:
+    """Score the run's validation dumps (pass@k, distinct correct answers) into ``<experiment>.eval.jsonl``."""
+    from papo_verl.demo.heldout import write_heldout_log
+
+    if eval_file.exists() or not validation_dir.is_dir():
+        return None
+    path = write_heldout_log(validation_dir, eval_file)
+    print(f"papo_verl demo: held-out evaluation {path}", flush=True)
+    return path
 
 
 def _series(metrics_file: str, key: str) -> list[tuple[int, float]]:
@@ -232,6 +248,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             line += (f"\n    PAPO tilt after warm-up: final {tilt[-1]:+.2f}, std over steps {statistics.pstdev(tilt):.3f}, "
                      f"std of step-to-step change {statistics.pstdev(changes):.3f}")
         print(line)
+        eval_file = Path(r.metrics_file).with_name(f"{r.experiment}.eval.jsonl")
+        if eval_file.exists():
+            held_out = [json.loads(row) for row in eval_file.read_text().splitlines() if row.strip()]
+            first, last = held_out[0]["data"], held_out[-1]["data"]
+            shown = [k for k in ("eval/pass@1", "eval/pass@4", "eval/pass@16", "eval/distinct_correct") if k in last]
+            print("    held-out (" + f"{int(last['eval/n_problems'])} problems x {int(last['eval/n_samples'])}, steps "
+                  f"{held_out[0]['step']} -> {held_out[-1]['step']}): " + ", ".join(
+                      f"{k[5:]} {first.get(k, math.nan):.3f} -> {last[k]:.3f} (± {last[k + '_se']:.3f})" for k in shown))
         print(f"    metrics {r.metrics_file}")
     print(f"  figure  {figure}\n  summary {out / 'summary.md'}\n  tensorboard --logdir {out / 'tensorboard'}")
     return 0
