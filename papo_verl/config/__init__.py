@@ -48,16 +48,19 @@ class PapoConfig:
     warmup_steps: Steps whose mean entropy defines ``H_ref``; weights are neutral meanwhile.
         Integer ≥ 1, default 3. Longer warm-up for noisy early batches (tiny batches, n ≤ 4).
     level_noise: Process noise of the filter's log entropy level: the standard deviation of
-        unpredictable level jumps, as a fraction of the level per step. Default 0.005 (0.5 %/step);
-        larger follows abrupt changes sooner but passes more batch noise into the level.
+        unpredictable level jumps, as a fraction of the level per step. Default 0.002 (0.2 %/step);
+        larger follows abrupt jumps sooner but passes more batch noise into the level and slope.
     slope_noise: Process noise of the filter's slope: how much the relative slope may change per
-        step (fraction of the level per step²). Default 0.001; 0 assumes a constant slope (slowest,
-        quietest), 0.005 lets the slope turn within a few steps (noisier with small batches).
+        step (fraction of the level per step²). Default 0.0002: the slope is assumed to drift slowly
+        (an entropy trend of 0.5 %/step is detected within ~20 steps at 128 responses per step, a
+        collapse of 3 %/step within 4–7); 0.001 lets the slope turn faster but then slopes below
+        ~1 %/step never clear the evidence gate, whatever the batch size.
     evidence_z: z-score below which an estimated slope (``trend``) or level error (``target``) is
         treated as noise: the gate ``max(0, 1 − z₀²/z²)`` is 0 for ``|z| ≤ z₀``. Default 2.0;
         larger is quieter and slower. 0 disables the gate (not recommended: the tilt follows noise).
     slope_scale: Relative entropy slope per step that gives ``tanh(1) ≈ 0.76`` of full tilt
-        (``trend``). Unit: fraction of the level per step; default 0.02 (2 %/step).
+        (``trend``). Unit: fraction of the level per step; default 0.01 (1 %/step: entropy halving
+        in ~70 steps counts as a fast collapse).
     max_tilt_step: Largest change of the tilt ``g`` from one step to the next (both controllers).
         In (0, 2]; default 0.1 (from neutral to full tilt in 10 steps); 2 disables the limit.
     floor, ceil: Guard band in units of ``H_ref``, a last resort for both controllers: below
@@ -105,10 +108,10 @@ class PapoConfig:
     controller: str = "trend"
     split: str = "polarity"
     warmup_steps: int = 3
-    level_noise: float = 0.005
-    slope_noise: float = 0.001
+    level_noise: float = 0.002
+    slope_noise: float = 0.0002
     evidence_z: float = 2.0
-    slope_scale: float = 0.02
+    slope_scale: float = 0.01
     max_tilt_step: float = 0.1
     floor: float = 0.25
     ceil: float = 2.0

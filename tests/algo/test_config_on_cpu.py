@@ -8,8 +8,8 @@ from papo_verl import PapoConfig, PapoConfigError
 def test_defaults_follow_the_specification():
     c = PapoConfig()
     assert (c.alpha, c.w_min, c.w_max, c.warmup_steps) == (0.5, 0.2, 5.0, 3)
-    assert (c.controller, c.split, c.slope_scale, c.floor, c.ceil) == ("trend", "polarity", 0.02, 0.25, 2.0)
-    assert (c.level_noise, c.slope_noise, c.evidence_z, c.max_tilt_step) == (0.005, 0.001, 2.0, 0.1)
+    assert (c.controller, c.split, c.slope_scale, c.floor, c.ceil) == ("trend", "polarity", 0.01, 0.25, 2.0)
+    assert (c.level_noise, c.slope_noise, c.evidence_z, c.max_tilt_step) == (0.002, 0.0002, 2.0, 0.1)
     assert c.correction == "exact" and c.target_knots is None and c.validate_every == 0
 
 

@@ -36,7 +36,7 @@ ONSET = [0.35] * 20 + [0.35 * 0.97**k for k in range(1, 41)]  # collapse starts 
 
 
 # ---------------------------------------------------------------------------------------------- estimate
-@pytest.mark.parametrize("process_noise,spread", [((0.0, 0.0), (0.8, 1.2)), ((0.005, 0.001), (0.2, 1.0))])
+@pytest.mark.parametrize("process_noise,spread", [((0.0, 0.0), (0.8, 1.2)), ((0.002, 0.0002), (0.2, 1.0))])
 def test_filter_recovers_level_and_slope_with_honest_uncertainty(process_noise, spread):
     """On a noisy exponential trend the filtered slope is unbiased and its sd honest: when the model
     matches the truth (no process noise) the z-scores of the slope have unit spread; the default
@@ -88,6 +88,17 @@ def test_real_trend_gives_a_steady_push(factor, sign):
     """Falling (rising) 1.5 %/step: mean tilt after step 20 ≥ +0.25 (≤ −0.25) in ≥ 90 % of draws."""
     t = draws([0.35 * factor**k for k in range(61)], 0.014)
     assert np.mean(sign * t[:, 20:].mean(axis=1) >= 0.25) >= 0.9
+
+
+def test_slow_trend_is_found_at_demo_noise_and_sooner_with_larger_batches():
+    """Entropy falling 0.5 %/step (the CPU demo's pace) with the noise of 128 responses (4.5 % of the level):
+    the tilt pushes towards expansion; with 4x the batch (half the noise) it does so earlier."""
+    slow = [0.35 * math.exp(-0.005 * k) for k in range(61)]
+    small = draws(slow, 0.045 * 0.35)
+    large = draws(slow, 0.0225 * 0.35)
+    assert np.median(small[:, 20:].mean(axis=1)) >= 0.2
+    assert np.median(large[:, 10:30].mean(axis=1)) > np.median(small[:, 10:30].mean(axis=1))
+    assert np.median(large[:, 20:].mean(axis=1)) >= np.median(small[:, 20:].mean(axis=1))
 
 
 def _first_crossing(t, start=20, level=0.3):
