@@ -36,16 +36,17 @@ Inputs (a directory is searched recursively):
   steps > f; at step f values merge metric by metric, the later one winning);
 * tensorboard: a directory of ``events.out.tfevents.*`` files (verl's ``tensorboard`` logger); the
   config is read from ``*.config.yaml`` inside it or ``<dir>.config.yaml`` beside it when present;
-* wandb offline (or synced) runs: ``wandb/offline-run-*/run-<id>.wandb`` (history and config read from
-  the transaction log with wandb's protobuf schema); directories with the same run id are merged.
+* ``<experiment>.eval.jsonl`` beside a file-logger log: metrics computed after the run (the demo's
+  held-out evaluation, :mod:`papo_verl.demo.heldout`), merged into it without replacing logged values.
 
-A run logged by several backends counts once (file log preferred, then wandb, then tensorboard).
+wandb's offline logs are not read (wandb ships no stable reader for its ``.wandb`` store): log with
+verl's ``file`` logger as well. A run logged by several backends counts once (the file log preferred).
 Labels and seeds: see :mod:`papo_verl.compare.configs` (algorithm from ``algorithm.adv_estimator``,
 ``policy_loss.loss_mode`` and DAPO's keys; seed from ``data.seed``, explicitly set rollout/data-loader
 seeds, ``seed<N>`` in the experiment name, then verl's default 42).
 
 Checks: a missing path, a path without runs, a run without a metrics log (a config alone, a log with
-no step, a wandb run directory without ``run-*.wandb``) and an unreadable file are errors (``--skip-invalid``
+no step) and an unreadable file are errors (``--skip-invalid``
 turns per-run problems into warnings); runs without a common metric or with non-overlapping steps are
 errors; different horizons (between or within algorithms) are warned about and everything is compared
 on the common horizon (the shortest run's last step); runs of one algorithm that differ in non-seed

@@ -31,7 +31,7 @@ __all__ = ["Comparison", "STATISTICS", "SummaryRow", "area_under_curve", "compar
 
 LABEL_MODES = ("config", "experiment")
 # Which log to keep when one run was logged to several backends: the file logger has every key.
-_SOURCE_PREFERENCE = {"file": 0, "wandb": 1, "tensorboard": 2}
+_SOURCE_PREFERENCE = {"file": 0, "tensorboard": 1}
 
 TRAIN_SCORE_METRICS = ("critic/score/mean", "critic/rewards/mean")
 VAL_MEAN_METRIC = re.compile(r"^val-core/(?P<source>.+)/(?P<var>[^/]+)/mean@(?P<n>\d+)$")
@@ -146,13 +146,13 @@ def _assign_label(run: Run, label_from: str, pattern) -> None:
                 return
             _note(run, "its config has no algorithm.adv_estimator; algorithm label taken from the experiment name")
         else:
-            where = "wandb record" if run.source == "wandb" else "<experiment>.config.yaml beside the log"
+            where = "<experiment>.config.yaml beside the log"
             _note(run, f"no resolved config ({where}); algorithm label taken from the experiment name")
     run.label, run.label_source = label_from_experiment(run.name), "experiment name"
 
 
 def _drop_duplicate_backends(runs: list[Run]) -> list[Run]:
-    """One run logged by several backends (file + wandb + tensorboard) counts once: the file log."""
+    """One run logged by several backends (file + tensorboard) counts once: the file log."""
     best: dict[tuple, Run] = {}
     for run in runs:
         key = (run.project, run.name)

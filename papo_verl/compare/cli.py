@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Compare PAPO / GRPO / DAPO / ... runs (several seeds each) from their metric logs: verl "
                     "file-logger <experiment>.jsonl (+ <experiment>.config.yaml, -2/-3 segments merged), "
-                    "tensorboard event directories and wandb offline runs. Writes mean ± std panels and a "
+                    "and tensorboard event directories. Writes mean ± std panels and a "
                     "Markdown summary; prints the summary.")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="run logs or directories (searched recursively for runs)")

@@ -1,4 +1,7 @@
-"""Finding runs on disk and reading their metric logs (verl file logger, tensorboard, wandb offline).
+"""Finding runs on disk and reading their metric logs (verl's file logger and tensorboard).
+
+wandb's offline logs are not read: wandb ships no stable reader for its ``.wandb`` store (its
+``wandb sync`` parses it in the Go core); log with verl's ``file`` logger as well.
 
 Every reader turns a log into *segments*: ``{step: {metric: value}}`` dicts in the order they were
 written. :func:`merge_segments` combines a run's segments into one step-indexed table, later
@@ -12,11 +15,9 @@ import json
 import math
 import os
 import re
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Optional
 
 import pandas as pd
 import yaml
@@ -32,8 +33,6 @@ __all__ = [
     "read_run",
     "read_sources",
     "read_tensorboard_file",
-    "read_wandb_run_dir",
-    "iter_wandb_records",
 ]
 
 Segment = dict[int, dict[str, float]]
@@ -64,10 +63,10 @@ class CompareWarning(UserWarning):
 
 @dataclass
 class RunSource:
-    """Where one run's log lives: ``kind`` is ``file``, ``tensorboard`` or ``wandb``."""
+    """Where one run's log lives: ``kind`` is ``file`` or ``tensorboard``."""
 
     kind: str
-    segments: tuple[Path, ...]           # log files (file/tensorboard) or run directories (wandb), in order
+    segments: tuple[Path, ...]           # log files, in order
     config_paths: tuple[Optional[Path], ...] = ()  # per segment, for the file logger
     error: Optional[str] = None          # a run found but unusable (e.g. a config without its log)
     extras: tuple[Path, ...] = ()        # file logger: <experiment>.eval.jsonl, metrics added after the run
@@ -87,7 +86,7 @@ class Run:
     """
 
     name: str                                     # trainer.experiment_name (or the log's stem / dir name)
-    source: str                                   # "file" | "tensorboard" | "wandb"
+    source: str                                   # "file" | "tensorboard"
     log_paths: tuple[Path, ...]
     metrics: pd.DataFrame
     config: Optional[dict] = None
@@ -349,199 +348,47 @@ def _tb_sort_key(path: Path) -> tuple:
 
 
 def read_tensorboard_file(path: Path) -> Segment:
-    """Scalars of one tensorboard event file (``add_scalar``: simple values or scalar tensors)."""
+    """Scalars of one tensorboard event file through tensorboard's ``EventAccumulator`` (``add_scalar``'s
+    simple values, and scalar tensors)."""
     try:
-        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+        from tensorboard.backend.event_processing import event_accumulator as ea
         from tensorboard.util import tensor_util
     except ImportError as err:  # pragma: no cover - tensorboard comes with verl's torch tooling
         raise CompareError(f"reading {path} needs the 'tensorboard' package (pip install tensorboard)") from err
     if not os.access(path, os.R_OK):
         raise CompareError(f"cannot read {path}: permission denied")
-    segment: Segment = {}
-    events = 0
+    accumulator = ea.EventAccumulator(str(path), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
     try:
-        for event in EventFileLoader(str(path)).Load():
-            events += 1
-            for value in event.summary.value:
-                kind = value.WhichOneof("value")
-                if kind == "simple_value":
-                    number = float(value.simple_value)
-                elif kind == "tensor":
-                    array = tensor_util.make_ndarray(value.tensor)
-                    if array.size != 1 or array.dtype.kind not in "fiub":
-                        continue
-                    number = float(array.reshape(()))
-                else:
-                    continue
-                segment.setdefault(int(event.step), {})[value.tag] = number
+        accumulator.Reload()
     except Exception as err:  # the loader raises protobuf/IO errors on damaged files
         raise CompareError(f"cannot read the tensorboard event file {path}: {err}") from err
-    if events == 0 and path.stat().st_size > 0:
+    tags = accumulator.Tags()
+    segment: Segment = {}
+    for tag in tags.get(ea.SCALARS, []):
+        for event in accumulator.Scalars(tag):
+            segment.setdefault(int(event.step), {})[tag] = float(event.value)
+    for tag in tags.get(ea.TENSORS, []):
+        for event in accumulator.Tensors(tag):
+            array = tensor_util.make_ndarray(event.tensor_proto)
+            if array.size == 1 and array.dtype.kind in "fiub":
+                segment.setdefault(int(event.step), {})[tag] = float(array.reshape(()))
+    if not segment and path.stat().st_size > 0 and getattr(accumulator, "file_version", None) is None:
         raise CompareError(f"{path} is not a readable tensorboard event file (no event could be decoded)")
     return segment
-
-
-# ---------------------------------------------------------------------------------------------------
-# wandb offline runs (run-<id>.wandb: a LevelDB-style log of wandb_internal_pb2.Record protobufs)
-# ---------------------------------------------------------------------------------------------------
-
-_WANDB_IDENT = b":W&B"
-_WANDB_MAGIC = 0xBEE1
-_BLOCK = 32768
-_RECORD_HEADER = 7  # crc32 (uint32) + length (uint16) + type (uint8)
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def iter_wandb_records(path: Path) -> Iterator[bytes]:
-    """Payloads of a ``.wandb`` transaction log, checksums verified.
-
-    The format is wandb's store (LevelDB's log format): a 7-byte header ``:W&B`` + magic ``0xBEE1`` +
-    version, then 32 KiB blocks of chunks ``crc32 | length | type`` (full / first / middle / last).
-    A log cut off at the end (a run still writing, or killed) ends the iteration quietly.
-    """
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise CompareError(f"cannot read {path}: {err.strerror or err}") from err
-    if len(data) < 7 or data[:4] != _WANDB_IDENT:
-        raise CompareError(f"{path} is not a wandb run log (no ':W&B' header)")
-    _, magic, _version = struct.unpack("<4sHB", data[:7])
-    if magic != _WANDB_MAGIC:
-        raise CompareError(f"{path} is not a wandb run log (bad magic {magic:#x})")
-    pos, pending = 7, None
-    while pos + _RECORD_HEADER <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < _RECORD_HEADER:  # block trailer padding
-            pos += left
-            continue
-        crc, length, rtype = struct.unpack("<IHB", data[pos: pos + _RECORD_HEADER])
-        if crc == 0 and length == 0 and rtype == 0:  # zero fill: nothing more was written
-            break
-        payload = data[pos + _RECORD_HEADER: pos + _RECORD_HEADER + length]
-        if len(payload) < length:
-            break  # cut off at the end
-        if zlib.crc32(payload, zlib.crc32(bytes([rtype]))) & 0xFFFFFFFF != crc:
-            raise CompareError(f"{path}: corrupt record at byte {pos} (checksum mismatch)")
-        pos += _RECORD_HEADER + length
-        if rtype == _FULL:
-            yield payload
-        elif rtype == _FIRST:
-            pending = payload
-        elif rtype == _MIDDLE and pending is not None:
-            pending += payload
-        elif rtype == _LAST and pending is not None:
-            yield pending + payload
-            pending = None
-        else:
-            raise CompareError(f"{path}: corrupt record at byte {pos} (chunk type {rtype})")
-
-
-def _wandb_key(item) -> str:
-    return item.key if item.key else ".".join(item.nested_key)
-
-
-def _apply_wandb_config(config: dict, record) -> None:
-    for item in record.update:
-        key = _wandb_key(item)
-        try:
-            value = json.loads(item.value_json)
-        except json.JSONDecodeError:
-            continue
-        if key:
-            config[key] = value
-    for item in record.remove:
-        config.pop(_wandb_key(item), None)
-
-
-@dataclass
-class WandbRunLog:
-    directory: Path
-    run_id: str
-    name: str
-    project: Optional[str]
-    start: str
-    config: dict
-    segment: Segment
-    complete: bool = False  # the log ends with the run's exit record (wandb writes it last, asynchronously)
-
-
-def _wandb_log_file(directory: Path) -> Path:
-    files = sorted(directory.glob("run-*.wandb"))
-    if not files:
-        raise CompareError(f"run without a metrics log: the wandb run directory {directory} has no run-*.wandb file")
-    return files[-1]
-
-
-def read_wandb_run_dir(directory: Path) -> WandbRunLog:
-    """History, config and name of one wandb run directory (``offline-run-*`` or ``run-*``)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    log = _wandb_log_file(directory)
-    config: dict = {}
-    segment: Segment = {}
-    run_id, name, project, start = "", "", None, directory.name
-    last_step = -1
-    complete = False
-    for payload in iter_wandb_records(log):
-        record = pb.Record()
-        try:
-            record.ParseFromString(payload)
-        except Exception as err:  # google.protobuf.message.DecodeError
-            raise CompareError(f"{log}: undecodable record ({err})") from err
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run_id = record.run.run_id or run_id
-            name = record.run.display_name or name
-            project = record.run.project or project
-            _apply_wandb_config(config, record.run.config)
-        elif kind == "config":
-            _apply_wandb_config(config, record.config)
-        elif kind == "exit":
-            complete = True
-        elif kind == "history":
-            values: dict[str, float] = {}
-            step = record.history.step.num if record.history.HasField("step") else None
-            for item in record.history.item:
-                key = _wandb_key(item)
-                try:
-                    value = json.loads(item.value_json)
-                except json.JSONDecodeError:
-                    continue
-                if key == "_step" and step is None and isinstance(value, (int, float)):
-                    step = int(value)
-                if key.startswith("_"):
-                    continue
-                number = _scalar(value)
-                if number is not None:
-                    values[key] = number
-            if step is None:
-                step = last_step + 1
-            last_step = int(step)
-            segment.setdefault(int(step), {}).update(values)
-    config.pop("_wandb", None)
-    if not config:
-        yaml_config = directory / "files" / "config.yaml"
-        if yaml_config.is_file():
-            raw = read_config_yaml(yaml_config)
-            config = {k: (v.get("value") if isinstance(v, dict) and "value" in v else v)
-                      for k, v in raw.items() if k != "_wandb"}
-    return WandbRunLog(directory, run_id or directory.name, name or run_id or directory.name, project, start,
-                       config, segment, complete)
 
 
 # ---------------------------------------------------------------------------------------------------
 # discovery
 # ---------------------------------------------------------------------------------------------------
 
-_WANDB_RUN_DIR = re.compile(r"^(offline-)?run-\d{8}_\d{6}-[A-Za-z0-9]+$")
-
-
-def _is_wandb_run_dir(directory: Path, names: Iterable[str]) -> bool:
-    return any(n.startswith("run-") and n.endswith(".wandb") for n in names)
+_WANDB_LOG = re.compile(r"^run-.+\.wandb$")
+WANDB_NOT_READ = ("papo-compare does not read wandb's offline logs (wandb has no stable reader for them); log the "
+                  "run with verl's file logger too (trainer.logger=[console,file,wandb]): papo_verl.main writes "
+                  "<experiment>.jsonl and its resolved config")
 
 
 def discover(path: Path) -> list[RunSource]:
-    """Runs at ``path``: a metrics log, a resolved config, an event file, a wandb run dir, or any
+    """Runs at ``path``: a metrics log, a resolved config, an event file, or any
     directory (searched recursively). Raises :class:`CompareError` when nothing is found."""
     path = Path(path)
     if not path.exists():
@@ -561,34 +408,29 @@ def discover(path: Path) -> list[RunSource]:
             raise CompareError(f"{path}: not a verl file-logger metrics log")  # pragma: no cover
         if name.startswith(TB_PREFIX):
             return [RunSource("tensorboard", tuple(sorted(path.parent.glob(TB_PREFIX + "*"), key=_tb_sort_key)))]
-        if name.endswith(".wandb"):
-            return [RunSource("wandb", (path.parent,))]
+        if _WANDB_LOG.match(name):
+            raise CompareError(f"{path}: {WANDB_NOT_READ}")
         raise CompareError(f"{path}: not a metrics log papo-compare can read (expected a verl file-logger "
                            f"<experiment>.jsonl, its <experiment>.config.yaml, a tensorboard {TB_PREFIX}* file, "
-                           "a wandb run-*.wandb file, or a directory holding them)")
+                           "or a directory holding them)")
 
     sources: list[RunSource] = []
+    wandb_logs: list[Path] = []
     for root, dirs, files in os.walk(path, onerror=None):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
         here = Path(root)
-        if _is_wandb_run_dir(here, files):
-            sources.append(RunSource("wandb", (here,)))
-            dirs[:] = []
-            continue
-        if _WANDB_RUN_DIR.match(here.name) and here.parent.name in ("wandb", ".wandb"):
-            sources.append(RunSource("wandb", (here,), error=(
-                f"run without a metrics log: the wandb run directory {here} has no run-*.wandb file")))
-            dirs[:] = []
-            continue
+        wandb_logs += [here / f for f in files if _WANDB_LOG.match(f)]
         events = sorted((here / f for f in files if f.startswith(TB_PREFIX)), key=_tb_sort_key)
         if events:
             sources.append(RunSource("tensorboard", tuple(events)))
         logs = [f for f in files if f.endswith((JSONL_SUFFIX, CONFIG_SUFFIX))]
         if logs:
             sources.extend(_file_logger_runs_in_dir(here, logs, explicit=False))
+    if not sources and wandb_logs:
+        raise CompareError(f"{wandb_logs[0]}: {WANDB_NOT_READ}")
     if not sources:
         raise CompareError(f"no runs found under {path} (looked for verl file-logger <experiment>.jsonl logs, "
-                           f"tensorboard {TB_PREFIX}* files and wandb offline-run-*/run-*.wandb logs)")
+                           f"tensorboard {TB_PREFIX}* files)")
     return sources
 
 
@@ -612,7 +454,7 @@ def _tensorboard_config(directory: Path) -> Optional[Path]:
     return beside if beside.is_file() else None
 
 
-def read_run(source: RunSource, wandb_logs: Optional[list[WandbRunLog]] = None) -> Run:
+def read_run(source: RunSource) -> Run:
     """Read one discovered run (all its segments); raises :class:`CompareError` if it has no step."""
     if source.error:
         raise CompareError(source.error)
@@ -643,12 +485,6 @@ def read_run(source: RunSource, wandb_logs: Optional[list[WandbRunLog]] = None) 
         config = read_config_yaml(config_path) if config_path else None
         name, project = _run_name_from_config(config)
         name, project = name or directory.name, project or directory.parent.name
-    elif source.kind == "wandb":
-        logs = list(wandb_logs) if wandb_logs is not None else [read_wandb_run_dir(d) for d in source.segments]
-        segments = [log.segment for log in logs]
-        config = logs[-1].config or None
-        config_path = _wandb_log_file(logs[-1].directory)
-        name, project = logs[-1].name, logs[-1].project
     else:  # pragma: no cover
         raise CompareError(f"unknown log kind {source.kind}")
 
@@ -671,38 +507,18 @@ def read_run(source: RunSource, wandb_logs: Optional[list[WandbRunLog]] = None) 
 
 
 def read_sources(sources: list[RunSource], skip_invalid: bool = False) -> tuple[list[Run], list[str]]:
-    """Read discovered runs. wandb directories with the same project and run id are one run's
-    segments (a resumed run), in the order of their directory names (which start with the time).
+    """Read discovered runs.
 
     Returns the runs and, with ``skip_invalid``, the errors of the runs that were skipped; otherwise
     the first unusable run raises :class:`CompareError`.
     """
     runs: list[Run] = []
     skipped: list[str] = []
-
-    def attempt(read, *args):
+    for source in sources:
         try:
-            runs.append(read(*args))
+            runs.append(read_run(source))
         except CompareError as err:
             if not skip_invalid:
                 raise
             skipped.append(str(err))
-
-    wandb_groups: dict[tuple, list[WandbRunLog]] = {}
-    for source in sources:
-        if source.kind != "wandb" or source.error:
-            attempt(read_run, source)
-            continue
-        for directory in source.segments:
-            try:
-                log = read_wandb_run_dir(directory)
-            except CompareError as err:
-                if not skip_invalid:
-                    raise
-                skipped.append(str(err))
-                continue
-            wandb_groups.setdefault((log.project, log.run_id), []).append(log)
-    for logs in wandb_groups.values():
-        logs.sort(key=lambda log: log.directory.name)
-        attempt(read_run, RunSource("wandb", tuple(log.directory for log in logs)), logs)
     return runs, skipped

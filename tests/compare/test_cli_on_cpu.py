@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,6 @@ from tests.compare.helpers import (
     write_file_run,
     write_plain_file_log,
     write_tensorboard_run,
-    write_wandb_run,
 )
 
 
@@ -115,13 +113,6 @@ def test_run_that_logged_no_step(tmp_path, capsys):
     assert message.startswith(f"run papo-seed1: its metrics log has no logged step ({tmp_path / 'p' / 'papo-seed1.jsonl'})")
 
 
-def test_wandb_directory_without_its_log(tmp_path, capsys):
-    run_dir = write_wandb_run(tmp_path, run_config("grpo", 1, "grpo-seed1"), synthetic_metrics("grpo", 1, range(1, 3)))
-    next(run_dir.glob("run-*.wandb")).unlink()
-    assert _error([tmp_path], capsys) == \
-        f"run without a metrics log: the wandb run directory {run_dir} has no run-*.wandb file"
-
-
 @pytest.mark.parametrize("content, expected", [
     ('{"step": 1, "data": {"a": 1}}\n{"step": 2, "data": {"a": \n{"step": 3, "data": {"a": 3}}\n',
      "line 2: not valid JSON"),
@@ -164,20 +155,6 @@ def test_not_a_tensorboard_event_file(tmp_path, capsys):
     assert _error([tmp_path], capsys) == f"{bad} is not a readable tensorboard event file (no event could be decoded)"
 
 
-def test_damaged_wandb_logs(tmp_path, capsys):
-    run_dir = write_wandb_run(tmp_path, run_config("grpo", 1, "grpo-seed1"), synthetic_metrics("grpo", 1, range(1, 3)))
-    log = next(run_dir.glob("run-*.wandb"))
-    data = bytearray(log.read_bytes())
-    flipped = bytearray(data)
-    flipped[7 + 7 + 2] ^= 0xFF  # a byte in the first record's payload
-    log.write_bytes(bytes(flipped))
-    assert _error([tmp_path], capsys) == f"{log}: corrupt record at byte 7 (checksum mismatch)"
-    log.write_bytes(b"PK\x03\x04" + bytes(data[4:]))
-    assert _error([tmp_path], capsys) == f"{log} is not a wandb run log (no ':W&B' header)"
-    log.write_bytes(b":W&B" + struct.pack("<HB", 0x1234, 0) + bytes(data[7:]))
-    assert _error([tmp_path], capsys) == f"{log} is not a wandb run log (bad magic 0x1234)"
-
-
 def test_unsupported_file(tmp_path, capsys):
     other = tmp_path / "metrics.csv"
     other.write_text("step,a\n1,2\n")
@@ -209,14 +186,14 @@ def test_skip_invalid_keeps_the_good_runs(tmp_path, capsys):
     assert "skipped a run" in (tmp_path / "out" / "summary.md").read_text()
 
 
-def test_tensorboard_and_wandb_runs_compare_together(tmp_path, capsys):
+def test_tensorboard_and_file_runs_compare_together(tmp_path, capsys):
     write_tensorboard_run(tmp_path / "tensorboard_log" / "p" / "papo-seed1", "p", "papo-seed1",
                           synthetic_metrics("papo", 1, range(1, 5)))
-    write_wandb_run(tmp_path / "wb", run_config("grpo", 2, "grpo-seed2", project="p"),
-                    synthetic_metrics("grpo", 2, range(1, 7)))
+    write_file_run(tmp_path / "files", run_config("grpo", 2, "grpo-seed2", project="p"),
+                   synthetic_metrics("grpo", 2, range(1, 7)))
     assert main([str(tmp_path), "-o", str(tmp_path / "out")]) == 0
     captured = capsys.readouterr()
     assert "papo-compare: warning: run papo-seed1: no resolved config" in captured.err
-    assert "horizons differ between algorithms (papo ends at step 4, grpo ends at step 6)" in captured.err
+    assert "horizons differ between algorithms (grpo ends at step 6, papo ends at step 4)" in captured.err
     assert "| papo | 1 (experiment name) | papo-seed1 | tensorboard: " in captured.out
-    assert "| grpo | 2 (data.seed) | grpo-seed2 | wandb: offline-run-" in captured.out
+    assert "| grpo | 2 (data.seed) | grpo-seed2 | file: grpo-seed2.jsonl" in captured.out
