@@ -1,6 +1,5 @@
 """The registered 'papo' estimator: verl's generic path fails clearly; extended kwargs follow the core."""
 
-import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -83,10 +82,13 @@ def test_bad_inputs_are_named():
         compute_papo_outcome_advantage(**short, config=algo_config(), phase_weights=(1, 1))
     with pytest.raises(PapoInputsMissing, match="index"):
         compute_papo_outcome_advantage(**{**batch, "index": None}, phase_weights=(1, 1))
-    # NaN on masked (padding) positions is ignored
+    # NaN on masked (padding) positions is ignored: the advantages are those of the clean batch
     pad = dict(batch)
-    pad["entropys"] = batch["entropys"].clone()
-    pad["entropys"][batch["response_mask"] == 0] = float("nan")
-    if (batch["response_mask"] == 0).any():
-        compute_papo_outcome_advantage(**pad, config=algo_config(), phase_weights=(1, 1))
-    assert np.all(batch["index"] == batch["index"])
+    padding = batch["response_mask"] == 0
+    assert padding.any()
+    for key in ("entropys", "old_log_probs", "sum_pi_squared"):
+        pad[key] = batch[key].clone()
+        pad[key][padding] = float("nan")
+    clean, _ = compute_papo_outcome_advantage(**batch, config=algo_config(), phase_weights=(1.3, 0.7))
+    dirty, _ = compute_papo_outcome_advantage(**pad, config=algo_config(), phase_weights=(1.3, 0.7))
+    assert torch.equal(clean, dirty) and torch.isfinite(dirty).all()
