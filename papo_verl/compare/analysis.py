@@ -346,7 +346,8 @@ class Comparison:
             series = series[series.index <= self.horizon]
             if series.empty:
                 continue
-            tail = series.iloc[-self.final_window:]
+            # held-out evaluations are large samples of their own: their final value is the last one
+            tail = series.iloc[-1:] if self.held_out(metric) else series.iloc[-self.final_window:]
             out["final"][0].append(float(tail.mean()))
             out["final"][1].extend(int(step) for step in tail.index)
             if self.held_out(metric) or higher_better:
@@ -513,7 +514,8 @@ def _steps_text(steps: tuple[int, ...]) -> str:
 def _markdown(c: Comparison) -> str:
     lines = ["# papo-compare", ""]
     final = ("final = the last logged value" if c.final_window == 1 else
-             f"final = each run's mean over its last {c.final_window} logged steps")
+             f"final = each run's mean over its last {c.final_window} logged steps (held-out metrics: the last "
+             "evaluation)")
     lines.append(f"Steps ≤ **{c.horizon}** (common horizon). Values: mean ± sample std (ddof=1) over the runs "
                  f"(seeds) of each algorithm, and the Student-t 95 % interval of the mean; n = number of runs; "
                  f"{final} (at step(s)); best = best so far up to the horizon (reward/score/accuracy and held-out "
