@@ -16,16 +16,16 @@ laptop: there the findings are logged as warnings instead of raised.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import sys
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from papo_verl.cpu.detect import CPU_PLATFORM, PLATFORM_ENV, accelerator_evidence, cpu_backend_active, forced_platform
 
-__all__ = ["GPU_ROLLOUTS", "check_cpu_backend", "cpu_backend_problems"]
+__all__ = ["GPU_ROLLOUTS", "ROLLOUT", "check_cpu_backend", "cpu_backend_problems", "vllm_cpu_config_problems"]
 
 logger = logging.getLogger("papo_verl")
 
@@ -158,9 +158,6 @@ def _installation_problems() -> list[str]:
 
 def _model_problems(config: DictConfig) -> list[str]:
     """vLLM-CPU's attention kernels exist for a fixed set of head sizes; read the model's from its config.json."""
-    import json
-    import os
-
     from papo_verl.cpu.vllm_compat import SUPPORTED_HEAD_SIZES
 
     path = _select(config, f"{_A}.model.path")

@@ -17,7 +17,6 @@ The server's environment (``VLLM_CPU_*``, caches, temporary folder) comes from t
 
 from __future__ import annotations
 
-import logging
 import os
 
 import ray
@@ -30,8 +29,6 @@ from verl.workers.rollout.vllm_rollout.vllm_async_server import vLLMHttpServer, 
 from verl.workers.rollout.vllm_rollout.vllm_rollout import ServerAdapter  # noqa: E402
 
 __all__ = ["CpuServerAdapter", "CpuVllmHttpServer", "CpuVllmReplica", "WORKER_EXTENSION"]
-
-logger = logging.getLogger("papo_verl")
 
 WORKER_EXTENSION = "papo_verl.cpu.vllm_engine.CpuWorkerExtension"
 
@@ -59,8 +56,3 @@ class CpuServerAdapter(ServerAdapter):
         local_rank = self.rollout_rank % int(os.environ["RAY_LOCAL_WORLD_SIZE"])
         self.zmq_handle = weight_sync_socket(session_runtime_dir(), ray.get_runtime_context().get_job_id(),
                                              self.replica_rank, local_rank)
-
-
-def load_replica_class() -> type:
-    """Loader for ``RolloutReplicaRegistry.register("vllm", ...)``."""
-    return CpuVllmReplica
