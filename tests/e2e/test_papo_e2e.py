@@ -36,6 +36,7 @@ def test_papo_on_cpu_end_to_end(papo_run):
     run = papo_run
     assert run.rc == 0, f"exit code {run.rc} after {run.wall_s:.0f} s; log tail:\n{run.log_tail}"
     assert not run.leftovers, f"processes of the run survived it: {run.leftovers}"
+    assert not run.left_behind, f"the run left files behind: {run.left_behind}"
     assert sorted(run.steps) == [1, 2, 3]
     for step, m in run.steps.items():
         missing = [k for k in EVERY_STEP if k not in m]

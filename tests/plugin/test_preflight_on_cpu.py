@@ -114,7 +114,8 @@ def test_bad_files_fail_clearly(model_dir, parquet, tmp_path):
 
 
 CPU_OVERRIDES = [] if accelerator_evidence() else [
-    "actor_rollout_ref.rollout.name=hf_cpu", "actor_rollout_ref.actor.strategy=fsdp2",
+    "actor_rollout_ref.rollout.name=vllm", "+actor_rollout_ref.rollout.enable_sleep_mode=false",
+    "actor_rollout_ref.rollout.free_cache_engine=false", "actor_rollout_ref.actor.strategy=fsdp2",
     "actor_rollout_ref.ref.strategy=fsdp2", "trainer.device=cpu", "+ray_kwargs.ray_init.num_gpus=1", "trainer.n_gpus_per_node=1",
     "+actor_rollout_ref.model.override_config.attn_implementation=sdpa", "actor_rollout_ref.rollout.tensor_model_parallel_size=1"]
 
