@@ -2,7 +2,9 @@
 
 Algorithm label (``label_from="config"``, the default), from the resolved config:
 
-* ``papo`` if ``algorithm.adv_estimator=papo``; any other estimator gives its name (``grpo``,
+* ``papo`` if ``algorithm.adv_estimator=papo``, with PAPO's ablations in brackets when a key that
+  makes another algorithm is not at its default (``papo[split=advantage_sign]``,
+  ``papo[controller=target]``, ``papo[correction=none]``); any other estimator gives its name (``grpo``,
   ``rloo``, ``gae``, ...), except that GRPO is implied when one of the modifiers below applies;
 * ``+<loss_mode>`` for a non-vanilla ``actor_rollout_ref.actor.policy_loss.loss_mode``
   (``clip_cov``, ``kl_cov``, ``gspo``, ...);
@@ -165,6 +167,10 @@ def is_dapo(config: dict) -> bool:
     return decoupled or dynamic or overlong
 
 
+# the algorithm.papo keys that make a different algorithm (an ablation) rather than a tuning, with their defaults
+PAPO_VARIANT_DEFAULTS = {"controller": "trend", "split": "polarity", "correction": "exact"}
+
+
 def algorithm_label(config: dict) -> Optional[str]:
     """The algorithm of a resolved verl config (module docstring); None without ``adv_estimator``."""
     estimator = select(config, "algorithm.adv_estimator")
@@ -172,6 +178,12 @@ def algorithm_label(config: dict) -> Optional[str]:
         return None
     estimator = str(estimator).lower()
     parts = [] if estimator == "grpo" else [estimator]
+    if estimator == "papo":  # PAPO's ablations are different algorithms: papo[split=advantage_sign]
+        ablations = [f"{key}={select(config, 'algorithm.papo.' + key)}" for key, default in PAPO_VARIANT_DEFAULTS.items()
+                     if _is_set(select(config, "algorithm.papo." + key))
+                     and str(select(config, "algorithm.papo." + key)) != default]
+        if ablations:
+            parts[0] = f"papo[{','.join(ablations)}]"
     loss_mode = select(config, _A + "policy_loss.loss_mode")
     if _is_set(loss_mode) and str(loss_mode) != "vanilla":
         parts.append(str(loss_mode))

@@ -68,6 +68,29 @@ ALGORITHMS: dict[str, list[str]] = {
 # PAPO: GRPO's keys with the PAPO estimator (the recipes' papo_math.sh is grpo_math.sh with that key)
 ALGORITHMS["papo"] = [("algorithm.adv_estimator=papo" if arg.startswith("algorithm.adv_estimator=") else arg)
                       for arg in ALGORITHMS["grpo"]]
+# verl's entropy-control losses (Cui et al. 2025) on GRPO's advantage, as recipes/{clip,kl}_cov_math.sh
+_GRPO_BASE = [arg for arg in ALGORITHMS["grpo"] if not arg.startswith(("actor_rollout_ref.actor.policy_loss.",
+                                                                         "actor_rollout_ref.actor.clip_ratio_"))]
+ALGORITHMS["clip_cov"] = [*_GRPO_BASE, "actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov",
+                          "actor_rollout_ref.actor.policy_loss.clip_cov_ratio=0.0002",
+                          "actor_rollout_ref.actor.policy_loss.clip_cov_lb=1.0",
+                          "actor_rollout_ref.actor.policy_loss.clip_cov_ub=5.0",
+                          "actor_rollout_ref.actor.clip_ratio_low=1.0", "actor_rollout_ref.actor.clip_ratio_high=1.0",
+                          "actor_rollout_ref.actor.clip_ratio_c=3.0"]
+ALGORITHMS["kl_cov"] = [*_GRPO_BASE, "actor_rollout_ref.actor.policy_loss.loss_mode=kl_cov",
+                        "actor_rollout_ref.actor.policy_loss.kl_cov_ratio=0.002",
+                        "actor_rollout_ref.actor.policy_loss.ppo_kl_coef=1.0",
+                        "actor_rollout_ref.actor.clip_ratio_low=0.2", "actor_rollout_ref.actor.clip_ratio_high=0.2",
+                        "actor_rollout_ref.actor.clip_ratio_c=3.0"]
+# the presets that have a cluster recipe (recipes/<name>_math.sh)
+RECIPE_ALGORITHMS = tuple(ALGORITHMS)
+# PAPO's ablations: the PAPO preset and one algorithm.papo key (docs/algorithm.md §2-§3)
+VARIANTS = {
+    "papo_target": ["algorithm.papo.controller=target"],
+    "papo_sign": ["algorithm.papo.split=advantage_sign"],
+    "papo_nocorr": ["algorithm.papo.correction=none"],
+}
+ALGORITHMS.update({name: [*ALGORITHMS["papo"], *extra] for name, extra in VARIANTS.items()})
 
 # The demo's scale on 2 CPU cores (everything that is not an algorithm key; shared by every run).
 DEMO_SETTINGS = [
@@ -79,13 +102,15 @@ DEMO_SETTINGS = [
     "actor_rollout_ref.actor.optim.lr=1e-4",  # 3e-4 already degrades this 1M-parameter policy
     "actor_rollout_ref.actor.optim.lr_warmup_steps=0",
     "actor_rollout_ref.rollout.temperature=1.0",
-    # validation samples like training (T = 1, 8 answers per problem), so pass@k and diversity show
+    # validation samples like training (T = 1, 16 answers per problem): papo_verl.demo.heldout turns
+    # verl's dumps into pass@1/4/16 and distinct correct answers (64 of the test problems in the demo;
+    # the pre-registered comparison uses all 256)
     "actor_rollout_ref.rollout.val_kwargs.do_sample=true",
     "actor_rollout_ref.rollout.val_kwargs.temperature=1.0",
-    "actor_rollout_ref.rollout.val_kwargs.n=8",
-    "data.val_max_samples=32",
+    "actor_rollout_ref.rollout.val_kwargs.n=16",
+    "data.val_max_samples=64",
     "trainer.val_before_train=true",
-    "trainer.test_freq=5",
+    "trainer.test_freq=10",
     "trainer.save_freq=-1",
     "trainer.logger=[console,file,tensorboard]",
     "trainer.project_name=papo_demo",
@@ -134,13 +159,18 @@ def run_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra
     from papo_verl.proctree import ProcessTreeRun
 
     experiment = f"{algorithm}-seed{seed}"
+    checkpoints = out / "checkpoints" / experiment
+    resuming = (checkpoints / "latest_checkpointed_iteration.txt").is_file()
     cmd = [sys.executable, "-m", "papo_verl.main", "--config-name", "papo_trainer_cpu", *assets.verl_overrides(),
-           *demo_overrides(algorithm, seed, steps, experiment, str(out / "checkpoints" / experiment)), *extra]
+           *demo_overrides(algorithm, seed, steps, experiment, str(checkpoints)), *extra,
+           # verl resumes from the checkpoint (resume_mode=auto); its validation at that step was dumped already
+           *(["trainer.val_before_train=false"] if resuming else [])]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VERL_FILE_LOGGER_PATH")}
     env.update(VERL_FILE_LOGGER_ROOT=str(out / "logs"), TENSORBOARD_DIR=str(out / "tensorboard" / experiment),
                TOKENIZERS_PARALLELISM="false")
-    log_file = out / f"{experiment}.log"
-    print(f"\n=== papo_verl demo: {algorithm} (seed {seed}), {steps} steps; full log {log_file} ===", flush=True)
+    log_file = _new_path(out / f"{experiment}.log")
+    print(f"\n=== papo_verl demo: {algorithm} (seed {seed}), {steps} steps{' (resuming)' if resuming else ''}; "
+          f"full log {log_file} ===", flush=True)
     with ProcessTreeRun(cmd, env=env, cwd=str(out), log_path=str(log_file), echo=echo) as run:
         rc = run.wait(timeout_s=6 * 3600)
         wall = time.time() - run.started_at
@@ -153,6 +183,29 @@ def run_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra
     return DemoRun(algorithm, seed, experiment, rc if rc is not None else -1, wall, run.memory.peak_pss / gib,
                    run.memory.peak_rss / gib, metrics_file, str(log_file),
                    [(name, pss / gib) for name, pss in run.memory.top_at_peak])
+
+
+def _new_path(path: Path) -> Path:
+    """``path``, or ``<stem>-2<suffix>``, ``-3`` … when it exists (nothing is overwritten)."""
+    k = 2
+    candidate = path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{k}{path.suffix}")
+        k += 1
+    return candidate
+
+
+def finished_run(out: Path, experiment: str, steps: int) -> Optional[str]:
+    """The metrics log of a run in ``out`` that logged its last step and has its held-out evaluation, else None."""
+    logs = sorted((out / "logs").glob(f"*/{experiment}.jsonl")) + sorted((out / "logs").glob(f"*/{experiment}-*.jsonl"))
+    logs = [p for p in logs if not p.name.endswith(".eval.jsonl")]
+    if not logs or not logs[0].with_name(f"{experiment}.eval.jsonl").exists():
+        return None
+    for path in logs:
+        for line in path.read_text().splitlines():
+            if line.strip() and json.loads(line)["data"].get("training/global_step") == steps:
+                return str(logs[-1])
+    return None
 
 
 def write_heldout(validation_dir: Path, eval_file: Path) -> Optional[Path]:
@@ -183,6 +236,19 @@ def _start_end(series: list[tuple[int, float]], k: int = 3) -> tuple[float, floa
     return sum(values[:k]) / k, sum(values[-k:]) / k
 
 
+def parse_task(items: list[str]) -> dict:
+    """``["n_numbers=5", "target_max=60"]`` → ``{"n_numbers": 5, "target_max": 60}`` (YAML values)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r} is not KEY=VALUE (e.g. n_numbers=5)")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m papo_verl.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,6 +259,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=int(os.environ.get("DEMO_STEPS", "40")),
                         help="training steps per run (default: $DEMO_STEPS or 40)")
     parser.add_argument("--out", default=None, help="output folder (default: outputs/demo/<timestamp>)")
+    parser.add_argument("--task", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="task difficulty knobs (papo_verl.demo.task.TaskConfig fields, e.g. n_numbers=5 "
+                             "target_max=60) for the test set, the pre-training and the RL prompts alike; a "
+                             "policy is built and cached per task")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue in an existing --out: finished runs are kept, interrupted ones resume "
+                             "from their last checkpoint (trainer.save_freq), missing ones run")
     parser.add_argument("--rebuild-assets", action="store_true", help="rebuild the cached tiny policy and data")
     parser.add_argument("--quiet", action="store_true", help="do not echo verl's output (it is always in the logs)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. algorithm.papo.alpha=0.3)")
@@ -203,19 +276,30 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     started = time.time()
     out = Path(args.out or Path("outputs") / "demo" / datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
-    if out.exists() and any(out.iterdir()):
-        parser.error(f"--out {out} is not empty; choose a new folder (nothing is overwritten)")
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        parser.error(f"--out {out} is not empty; choose a new folder (nothing is overwritten), or --resume")
+    from papo_verl.demo.assets import DemoRecipe, ensure_assets
+    from papo_verl.demo.task import TaskConfigError
+
+    try:
+        recipe = DemoRecipe().with_task(parse_task(args.task))
+    except (TaskConfigError, ValueError) as err:
+        parser.error(f"--task: {err}")
     out.mkdir(parents=True, exist_ok=True)
 
-    from papo_verl.demo.assets import ensure_assets
-
     print("papo_verl demo: preparing the tiny pre-trained policy, data and reward ...", flush=True)
-    assets = ensure_assets(rebuild=args.rebuild_assets)
+    assets = ensure_assets(rebuild=args.rebuild_assets, recipe=recipe)
     print(assets.summary(), flush=True)
 
     runs = []
     for seed in args.seeds:
         for algorithm in algorithms:
+            done = finished_run(out, f"{algorithm}-seed{seed}", args.steps) if args.resume else None
+            if done is not None:
+                print(f"papo_verl demo: {algorithm}-seed{seed} finished earlier ({done}); kept", flush=True)
+                runs.append(DemoRun(algorithm, seed, f"{algorithm}-seed{seed}", 0, math.nan, math.nan, math.nan, done,
+                                    "", []))
+                continue
             run = run_training(assets, algorithm, seed, args.steps, out, args.overrides, echo=not args.quiet)
             runs.append(run)
             if run.rc != 0:

@@ -151,3 +151,16 @@ def test_runs_named_like_their_algorithm_still_show_the_algorithm_keys(tmp_path)
     assert keys == ["algorithm.adv_estimator", "trainer.v1.trainer_mode"]
     assert table["trainer.v1.trainer_mode"] == {"papo": "papo", "grpo": "sync"}
     assert messages == []
+
+
+def test_papo_ablations_are_their_own_algorithms():
+    from papo_verl.compare.configs import algorithm_label
+
+    base = {"algorithm": {"adv_estimator": "papo", "papo": {"controller": "trend", "split": "polarity",
+                                                             "correction": "exact", "alpha": 0.3}}}
+    assert algorithm_label(base) == "papo"  # alpha is a tuning, not another algorithm
+    sign = {"algorithm": {**base["algorithm"], "papo": {**base["algorithm"]["papo"], "split": "advantage_sign"}}}
+    assert algorithm_label(sign) == "papo[split=advantage_sign]"
+    both = {"algorithm": {**base["algorithm"], "papo": {**base["algorithm"]["papo"], "controller": "target",
+                                                        "correction": "none"}}}
+    assert algorithm_label(both) == "papo[controller=target,correction=none]"

@@ -36,13 +36,31 @@ def test_demo_runs_end_to_end(tmp_path):
     for m in train.values():
         assert 0.0 <= m["critic/score/mean"] <= 1.0 and m["actor/entropy"] > 0
         assert m["papo/expand_weight"] > 0 and "actor/papo/token_share_expand" in m
-    assert any("val-core/papo_demo/countdown/acc/mean@8" in r["data"] for r in rows)  # validation before training
+    assert any("val-core/papo_demo/countdown/acc/mean@16" in r["data"] for r in rows)  # validation before training
+    # the held-out evaluation scored verl's validation dumps (steps 0 and 2, 64 problems x 16 samples)
+    held_out = [json.loads(line) for line in (metrics.with_name("papo-seed0.eval.jsonl")).read_text().splitlines()]
+    assert [r["step"] for r in held_out] == [0, 2]
+    for r in held_out:
+        d = r["data"]
+        assert (d["eval/n_problems"], d["eval/n_samples"]) == (64, 16)
+        assert 0 <= d["eval/pass@1"] <= d["eval/pass@4"] <= d["eval/pass@16"] <= 1 and d["eval/pass@16_se"] > 0
+        assert 0 <= d["eval/distinct_correct"] <= 16
+    assert sorted(p.name for p in (out / "validation" / "papo-seed0").iterdir()) == ["0.jsonl", "2.jsonl"]
+    assert "held-out (64 problems x 16" in proc.stdout
 
     width, height = png_size(out / "demo.png")
     assert width > 500 and height > 500
     summary = (out / "summary.md").read_text()
-    assert "papo" in summary
+    assert "| papo | 0 (data.seed) | papo-seed0 |" in summary and "| `eval/pass@16` | final | papo | 1 |" in summary
     assert (out / "tensorboard" / "papo-seed0").is_dir()
+
+    # --resume in the same folder keeps the finished run: nothing is trained or overwritten
+    before_log = metrics.read_text()
+    again = subprocess.run([sys.executable, "-m", "papo_verl.demo", "--steps", "2", "--quiet", "--resume", "--out",
+                            str(out)], capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "papo-seed0 finished earlier" in again.stdout and "=== papo_verl demo: papo" not in again.stdout
+    assert metrics.read_text() == before_log and not (out / "papo-seed0-2.log").exists()
 
 
 def test_demo_refuses_to_overwrite_an_earlier_output(tmp_path):

@@ -7,7 +7,7 @@ except DAPO's overlong buffer, scaled to the demo's ~24-token responses.
 
 import pytest
 
-from papo_verl.demo.run import ALGORITHMS, DEMO_SETTINGS, demo_overrides
+from papo_verl.demo.run import ALGORITHMS, DEMO_SETTINGS, RECIPE_ALGORITHMS, VARIANTS, demo_overrides
 from tests.recipes.test_recipes_on_cpu import is_algorithm_key, print_args
 
 SCALED = {"+reward.reward_kwargs.overlong_buffer_cfg.len"}  # recipes: 512 tokens of 3072; demo: 4 of ~24
@@ -21,7 +21,7 @@ def as_map(args):
     return out
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+@pytest.mark.parametrize("name", sorted(RECIPE_ALGORITHMS))
 def test_demo_preset_equals_the_recipe_algorithm_keys(name):
     recipe = {k: v for k, v in as_map(print_args(f"{name}_math.sh")).items() if is_algorithm_key(k.lstrip("+"))
               and k not in ("trainer.experiment_name",)}
@@ -40,3 +40,10 @@ def test_demo_runs_differ_only_in_algorithm_keys_and_names():
         names = ("trainer.default_local_dir", "trainer.validation_data_dir")  # per-run folders
         assert all(is_algorithm_key(k.lstrip("+")) or k in names for k in differing), differing
     assert not any(is_algorithm_key(s.partition("=")[0]) for s in DEMO_SETTINGS)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_papo_variants_differ_from_papo_in_one_papo_key(name):
+    papo, variant = as_map(ALGORITHMS["papo"]), as_map(ALGORITHMS[name])
+    differing = {k for k in set(papo) | set(variant) if papo.get(k) != variant.get(k)}
+    assert len(differing) == 1 and next(iter(differing)).startswith("algorithm.papo."), differing

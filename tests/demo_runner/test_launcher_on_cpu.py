@@ -1,0 +1,55 @@
+"""The demo launcher's pieces without a training run: task knobs, finished-run detection, new file names."""
+
+import json
+
+import pytest
+
+from papo_verl.demo.assets import DemoRecipe, recipe_key
+from papo_verl.demo.run import _new_path, finished_run, main, parse_task
+from papo_verl.demo.task import TaskConfigError
+
+
+def test_task_knobs_apply_to_test_and_rl_tasks_and_change_the_cache_key():
+    recipe = DemoRecipe().with_task(parse_task(["n_numbers=5", "target_max=60", "ops=+*"]))
+    assert recipe.task.n_numbers == (5,) and recipe.rl_task.n_numbers == (5,)
+    assert recipe.task.target_max == 60 == recipe.rl_task.target_max and recipe.rl_task.ops == "+*"
+    assert recipe.rl_task.max_shortest_steps == 1  # the RL prompts keep their own constraint
+    assert recipe_key(recipe) != recipe_key(DemoRecipe()) and DemoRecipe().with_task({}) == DemoRecipe()
+    with pytest.raises(ValueError, match="unknown task field.*n_number.*TaskConfig has"):
+        DemoRecipe().with_task({"n_number": 5})
+    with pytest.raises(TaskConfigError, match="n_numbers must be integers in"):
+        DemoRecipe().with_task({"n_numbers": 9})
+    with pytest.raises(ValueError, match="not KEY=VALUE"):
+        parse_task(["n_numbers"])
+
+
+def test_bad_task_knob_stops_before_anything_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--task", "n_number=5", "--out", str(tmp_path / "x"), "--steps", "1"])
+    assert "--task: unknown task field(s) n_number" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def _log(path, steps):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"step": s, "data": {"training/global_step": s}}) + "\n" for s in steps))
+
+
+def test_finished_run_needs_the_last_step_and_the_held_out_evaluation(tmp_path):
+    logs = tmp_path / "logs" / "papo_demo"
+    _log(logs / "papo-seed0.jsonl", [1, 2, 3])
+    assert finished_run(tmp_path, "papo-seed0", 3) is None  # no held-out evaluation yet
+    (logs / "papo-seed0.eval.jsonl").write_text("")
+    assert finished_run(tmp_path, "papo-seed0", 5) is None  # interrupted at step 3
+    _log(logs / "papo-seed0-2.jsonl", [3, 4, 5])  # the resumed segment
+    assert finished_run(tmp_path, "papo-seed0", 5) == str(logs / "papo-seed0-2.jsonl")
+    assert finished_run(tmp_path, "grpo-seed0", 5) is None
+
+
+def test_new_path_never_reuses_a_name(tmp_path):
+    first = tmp_path / "run.log"
+    assert _new_path(first) == first
+    first.write_text("x")
+    assert _new_path(first) == tmp_path / "run-2.log"
+    (tmp_path / "run-2.log").write_text("y")
+    assert _new_path(first) == tmp_path / "run-3.log"
