@@ -97,7 +97,7 @@ def evaluate_policy(model_dir: str, problems, n_samples: int = 8, temperature: f
                           "n_solutions": p.n_solutions})
     if not items:
         raise ValueError("evaluate_policy: no problems to evaluate")
-    ks = sorted(k for k in set(ks) if k <= n_samples)
+    ks = sorted(k for k in set(ks) | {n_samples} if k <= n_samples)  # pass@n_samples always
     from papo_verl.demo.assets import check_model_dir
 
     check_model_dir(model_dir)

@@ -109,8 +109,7 @@ DEMO_SETTINGS = [
     "actor_rollout_ref.rollout.val_kwargs.temperature=1.0",
     "actor_rollout_ref.rollout.val_kwargs.n=16",
     "data.val_max_samples=64",
-    "trainer.val_before_train=true",
-    "trainer.test_freq=10",
+    "trainer.val_before_train=true",  # held-out at step 0; demo_overrides adds the last step
     "trainer.save_freq=-1",
     "trainer.logger=[console,file,tensorboard]",
     "trainer.project_name=papo_demo",
@@ -132,6 +131,7 @@ def demo_overrides(algorithm: str, seed: int, steps: int, experiment: str, check
         *(DEMO_PAPO_SETTINGS if papo else []),
         f"data.seed={seed}", f"actor_rollout_ref.actor.data_loader_seed={seed}", f"actor_rollout_ref.rollout.seed={seed}",
         f"trainer.total_training_steps={steps}",
+        f"trainer.test_freq={steps}",  # held-out again at the last step only (the protocol sets its own cadence)
         f"trainer.experiment_name={experiment}",
         f"trainer.default_local_dir={checkpoint_dir}",
         # verl dumps every validation's samples here; papo_verl.demo.heldout scores them after the run
