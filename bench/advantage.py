@@ -110,9 +110,10 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore", message=".*engine is not available.*")
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
-    from papo_verl.algo import group_ids, ratio_mean_stderr, response_sums
+    from papo_verl.algorithm import group_ids, ratio_mean_stderr
     from papo_verl.config import PapoConfig
     from papo_verl.estimator import register
+    from papo_verl.kernels.advantage import response_sums
     from papo_verl.tracker import EntropyTracker
 
     register()
@@ -135,7 +136,7 @@ def main(argv=None) -> None:
         _, stderr_responses = ratio_mean_stderr(*sums)
         return tracker.update(mean * 0.97, max(stderr, stderr_responses))
 
-    from papo_verl.algo import polarity_coefficient
+    from papo_verl.algorithm import polarity_coefficient
 
     # what the PAPO engine returns with old_log_probs: P_t of the same tokens
     coefficient = polarity_coefficient(*stats.values())

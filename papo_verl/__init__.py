@@ -1,11 +1,11 @@
 """papo_verl — PAPO (Polarity-Aware Policy Optimization, arXiv 2605.11775) for verl 0.9.
 
 ``from papo_verl import EntropyTracker`` gives the driver-side phase controller; the algorithm core
-is :mod:`papo_verl.algo`. Importing this package does not import verl; verl imports
+is :mod:`papo_verl.algorithm` (reference formulas; production paths in :mod:`papo_verl.kernels`). Importing this package does not import verl; verl imports
 :mod:`papo_verl.plugin` through its ``verl.plugins`` entry point.
 """
 
-from papo_verl.algo import LogitStats, logit_statistics, papo_advantage, polarity, polarity_coefficient
+from papo_verl.algorithm import LogitStats, logit_statistics, papo_advantage, polarity, polarity_coefficient
 from papo_verl.config import PapoConfig, PapoConfigError
 from papo_verl.tracker import EntropyTracker, PhaseWeights
 

@@ -35,7 +35,7 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.device import get_device_id
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
-from papo_verl.algo import finalize_logit_sums, polarity_coefficient
+from papo_verl.algorithm import polarity_coefficient
 from papo_verl.fields import (  # re-exported: the engine's output names
     ENTROPY_KEY,
     OUTPUT_KEYS,
@@ -50,6 +50,7 @@ from papo_verl.fields import (  # re-exported: the engine's output names
     VAL_POLARITY_FIELD,
     VALIDATE_FLAG,
 )
+from papo_verl.kernels.logit_sums import finalize_logit_sums
 
 __all__ = ["ENTROPY_KEY", "OUTPUT_KEYS", "POLARITY_KEY", "PapoFSDPEngineWithLMHead", "STATS_FLAG", "register",
            "token_statistics"]
@@ -61,7 +62,7 @@ def _vocab_parallel_statistics(local_logits: Tensor, temperature: Tensor, group,
 
     Each rank reduces its shard to shift-invariant partial sums ``[n, 5]``; a MAX all-reduce of the
     row maxima and a SUM all-reduce of the rescaled sums give the statistics of the whole vocabulary
-    (the online log-sum-exp merge of :func:`papo_verl.algo.merge_logit_partial_sums`).
+    (the online log-sum-exp merge of :func:`papo_verl.kernels.logit_sums.merge_logit_partial_sums`).
     """
     from papo_verl.kernels import logit_partial_sums_rows
 

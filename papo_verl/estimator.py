@@ -15,8 +15,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from papo_verl.algo import group_ids, papo_advantage
+from papo_verl.algorithm import group_ids
 from papo_verl.config import PapoConfig
+from papo_verl.kernels.advantage import papo_advantage
 from papo_verl.metrics import advantage_metrics
 from papo_verl.tracker import PhaseWeights
 
@@ -88,7 +89,7 @@ def compute_papo_outcome_advantage(
         mass_reduce: applied to the float64 ``[2]`` branch masses (an all-reduce when the batch is
             split across processes), so every shard uses the same weights.
         details: a dict filled with ``branch`` (int8 ``(bs, T)``: +1 expanding, −1 contracting, 0),
-            ``result`` (the :class:`~papo_verl.algo.PapoAdvantage`: ``rho``, ``coefficient``,
+            ``result`` (the :class:`~papo_verl.kernels.advantage.PapoAdvantage`: ``rho``, ``coefficient``,
             ``base_advantages`` on demand) and ``metrics`` (``papo/*`` scalars).
     """
     missing = [name for name, value in zip(_POLARITY_INPUTS, (old_log_probs, entropys, phase_weights)) if value is None]

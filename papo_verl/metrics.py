@@ -12,8 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from papo_verl.algo import ROW_P_ABS_SUM, ROW_P_NEG, ROW_P_POS, ROW_P_SUM, ROW_SAMPLED_DISAGREE, ROW_VALID, \
-    PapoAdvantage, branch_token_counts
+from papo_verl.kernels.advantage import PapoAdvantage
 
 __all__ = ["METRICS_GLOSSARY", "advantage_metrics"]
 
@@ -35,7 +34,7 @@ METRICS_GLOSSARY: dict[str, tuple[str, str]] = {
     "papo/tilt": ("step", "g_k ∈ [−1, 1]: > 0 moves pressure to entropy-expanding tokens, < 0 to contracting ones."),
     "papo/tracker_warmup": ("step", "1 while the tracker is in warm-up (weights neutral), else 0."),
     "papo/tracker_rejected": ("step", "Cumulative count of rejected (non-finite or negative) entropy observations."),
-    # driver: advantage (papo_verl.algo via the registered estimator)
+    # driver: advantage (papo_verl.kernels.advantage via the registered estimator)
     "papo/expand_weight": ("step", "w₊ applied to ρ > 0 tokens, after pressure conservation and clamping."),
     "papo/contract_weight": ("step", "w₋ applied to ρ < 0 tokens, after pressure conservation and clamping."),
     "papo/expand_weight_raw": ("step", "w₊ = 1 + α g before conservation."),
@@ -100,21 +99,21 @@ def advantage_metrics(
 ) -> dict[str, float]:
     """Batch metrics of one PAPO advantage computation (keys in :data:`METRICS_GLOSSARY`).
 
-    Computed from the per-response aggregates of :func:`papo_verl.algo.papo_advantage` in O(B)
-    (:func:`papo_verl.algo.branch_token_counts`). Branch shares and masses describe the branches the
+    Computed from the per-response aggregates of :func:`papo_verl.kernels.advantage.papo_advantage` in O(B)
+    (:meth:`~papo_verl.kernels.advantage.PapoAdvantage.branch_token_counts`). Branch shares and masses describe the branches the
     configured ``split`` used; the ``quadrant_*`` shares always describe polarity.
 
     Args:
-        result: output of :func:`papo_verl.algo.papo_advantage`.
+        result: output of :func:`papo_verl.kernels.advantage.papo_advantage`.
         raw_weights: ``(expand, contract)`` before conservation.
         correction: the ``correction`` used (``correction_flip_share`` only exists for ``"exact"``).
     """
-    stats = result.row_stats
     a = result.row_advantages.double()
     pos, neg = a > 0, a < 0
-    n_valid = stats[:, ROW_VALID]
-    p_pos, p_neg = stats[:, ROW_P_POS], stats[:, ROW_P_NEG]
-    expand, contract = branch_token_counts(stats, result.row_advantages, result.split)
+    n_valid = result.valid_tokens
+    p_pos, p_neg = result.positive_p_tokens, result.negative_p_tokens
+    p_sum = result.p_sum
+    expand, contract = result.branch_token_counts()
     neutral = n_valid - expand - contract
     total = n_valid.sum()
     mag = a.abs()
@@ -124,11 +123,11 @@ def advantage_metrics(
     mass_re = w_plus * mass_expand + w_minus * mass_contract + mass_neutral
     # Σ_t Â_t P_t per response
     if result.split == "polarity":  # for A_b > 0 the P > 0 part (sum_pos) expands, for A_b < 0 the P < 0 part
-        sum_pos = 0.5 * (stats[:, ROW_P_SUM] + stats[:, ROW_P_ABS_SUM])
-        sum_neg = 0.5 * (stats[:, ROW_P_SUM] - stats[:, ROW_P_ABS_SUM])
+        sum_pos = 0.5 * (p_sum + result.p_abs_sum)
+        sum_neg = 0.5 * (p_sum - result.p_abs_sum)
         weighted = torch.where(pos, w_plus * sum_pos + w_minus * sum_neg, w_plus * sum_neg + w_minus * sum_pos)
     else:  # the whole response is in one branch: expanding when A_b < 0
-        weighted = torch.where(neg, w_plus, w_minus) * stats[:, ROW_P_SUM]
+        weighted = torch.where(neg, w_plus, w_minus) * p_sum
     out = {
         "papo/expand_weight": w_plus,
         "papo/contract_weight": w_minus,
@@ -142,7 +141,7 @@ def advantage_metrics(
         "papo/quadrant_pos_adv_contract": _share(p_neg[pos].sum(), total),
         "papo/quadrant_neg_adv_expand": _share(p_neg[neg].sum(), total),
         "papo/quadrant_neg_adv_contract": _share(p_pos[neg].sum(), total),
-        "papo/polarity_mean": _share((a * stats[:, ROW_P_SUM]).sum(), total),
+        "papo/polarity_mean": _share((a * p_sum).sum(), total),
         "papo/polarity_mean_reweighted": _share((a * weighted).sum(), total),
     }
     if raw_weights is not None:
@@ -151,7 +150,8 @@ def advantage_metrics(
         out["papo/clamped"] = float(any(s < w_min or s > w_max for s in scaled))
     if correction == "exact":
         nonzero = pos | neg
-        out["papo/correction_flip_share"] = _share(stats[nonzero, ROW_SAMPLED_DISAGREE].sum(), n_valid[nonzero].sum())
+        flips = result.sampled_term_disagreements[nonzero].sum()
+        out["papo/correction_flip_share"] = _share(flips, n_valid[nonzero].sum())
     return out
 
 

@@ -16,7 +16,7 @@ def _entropy(z: torch.Tensor) -> torch.Tensor:
 
 
 def worked_example(eta: float = 1e-4) -> list[dict]:
-    from papo_verl.algo import logit_statistics, polarity_coefficient
+    from papo_verl.algorithm import logit_statistics, polarity_coefficient
 
     z = torch.tensor([2.0, 1.0, 0.5, -0.5, -1.0], dtype=torch.float64)
     pi = torch.softmax(z, -1)

@@ -1,7 +1,7 @@
 """The driver-side phase controller: a noise-aware estimate of the entropy trajectory and the tilt.
 
 Each training step the trainer feeds the token-mean entropy ``H̄_k`` of the old policy over the
-batch's response tokens **and its standard error** ``s_k`` (:func:`papo_verl.algo.entropy_mean_stderr`);
+batch's response tokens **and its standard error** ``s_k`` (:func:`papo_verl.algorithm.entropy_mean_stderr`);
 the tracker answers with :class:`PhaseWeights` ``(w₊, w₋, g)``.
 
 Estimate (a local-linear-trend Kalman filter on ``y_k = log H̄_k``) [ours]

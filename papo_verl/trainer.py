@@ -42,7 +42,7 @@ from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.utils.padding import response_from_nested, response_to_nested
 
-from papo_verl.algo import group_ids, ratio_mean_stderr, response_sums
+from papo_verl.algorithm import group_ids, ratio_mean_stderr
 from papo_verl.config import PapoConfig
 from papo_verl.fields import (
     BRANCH_FIELD,
@@ -57,6 +57,7 @@ from papo_verl.fields import (
     VALIDATE_FLAG,
 )
 from papo_verl.estimator import ESTIMATOR_NAME, papo_config_from_algorithm
+from papo_verl.kernels.advantage import response_sums
 from papo_verl.loss import PapoPolicyLoss, branch_shares
 from papo_verl.preflight import TRAINER_MODE
 from papo_verl.tracker import EntropyTracker, PhaseWeights

@@ -7,8 +7,12 @@ the logits once per token and never materialise the softmax of the whole ``[N, V
 * ``"triton"`` — :mod:`papo_verl.kernels.triton_stats`: one streaming pass per row (online
   max/log-sum-exp rescaling per vocabulary tile, float32 accumulation), any float dtype. CUDA only
   (or CPU under ``TRITON_INTERPRET=1``, for tests).
-* ``"torch"`` — :func:`papo_verl.algo.logit_statistics`: chunked float32 torch; on CPU the chunk
-  is sized to stay in cache. Works everywhere.
+* ``"torch"`` — :func:`papo_verl.kernels.logit_sums.chunked_logit_sums`: chunked float32 torch; on
+  CPU the chunk is sized to stay in cache. Works everywhere.
+
+Both compute what :func:`papo_verl.algorithm.papo.logit_statistics` defines (the whole-tensor reference
+the tests check them against). The driver-side advantage's row-chunked two-pass path is
+:mod:`papo_verl.kernels.advantage`.
 * ``"auto"`` (default) — Triton when the logits are on CUDA and ``triton`` imports, else torch.
   If the Triton kernel fails to compile or launch, ``auto`` falls back to torch for the rest of the
   process (logged once); an explicitly requested ``"triton"`` raises instead.
@@ -33,13 +37,15 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from papo_verl.algo import LogitStats, _chunked_logit_sums
+from papo_verl.algorithm.papo import LogitStats
+from papo_verl.config import STATS_BACKENDS
+from papo_verl.kernels.logit_sums import chunked_logit_sums
 
-__all__ = ["BACKENDS", "CONFIG_KEY", "logit_partial_sums_rows", "logit_stats", "resolve_backend", "triton_status"]
+__all__ = ["CONFIG_KEY", "STATS_BACKENDS", "logit_partial_sums_rows", "logit_stats", "resolve_backend",
+           "triton_status"]
 
 logger = logging.getLogger("papo_verl")
 
-BACKENDS = ("auto", "triton", "torch")
 CONFIG_KEY = "algorithm.papo.stats_backend"
 
 _TRITON_MODULE = "papo_verl.kernels.triton_stats"
@@ -74,12 +80,12 @@ def resolve_backend(backend: str, device: Union[str, torch.device]) -> tuple[str
         ``(path, reason)`` with ``path`` in ``{"triton", "torch"}``.
 
     Raises:
-        ValueError: ``backend`` is not one of :data:`BACKENDS`.
+        ValueError: ``backend`` is not one of :data:`papo_verl.config.STATS_BACKENDS`.
         RuntimeError: ``backend == "triton"`` but Triton is unusable here (the message names
             ``algorithm.papo.stats_backend`` and the fix).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"{CONFIG_KEY} must be one of {BACKENDS}, got {backend!r}")
+    if backend not in STATS_BACKENDS:
+        raise ValueError(f"{CONFIG_KEY} must be one of {STATS_BACKENDS}, got {backend!r}")
     device = torch.device(device)
     if backend == "torch":
         return "torch", "requested"
@@ -134,8 +140,8 @@ def _run(what: str, logits: Tensor, labels: Optional[Tensor], temperature, valid
                                    f"set {CONFIG_KEY}=auto or torch to use the chunked torch path") from exc
             _triton_runtime_error = f"{type(exc).__name__}: {exc}"
             path, reason = "torch", f"the Triton kernel failed ({_triton_runtime_error}); falling back"
-    out = _chunked_logit_sums(logits, labels, temperature, valid=valid, chunk_size=chunk_size,
-                              partial_sums=partial_sums)
+    out = chunked_logit_sums(logits, labels, temperature, valid=valid, chunk_size=chunk_size,
+                             partial_sums=partial_sums)
     _log_once(what, path, logits.device, backend, reason)
     return out
 
@@ -159,10 +165,10 @@ def logit_stats(
         valid: ``[N]`` bool; masked rows are skipped and get 0 in every output.
         backend: ``"auto"``, ``"triton"`` or ``"torch"`` (``algorithm.papo.stats_backend``).
         chunk_size: tokens per chunk of the torch path (ignored by Triton); default cache-sized on
-            CPU, :func:`papo_verl.algo.default_chunk_size` on GPU.
+            CPU, :func:`papo_verl.kernels.logit_sums.default_chunk_size` on GPU.
 
     Returns:
-        :class:`papo_verl.algo.LogitStats`, each field ``[N]`` float32 on the logits' device, no gradient.
+        :class:`papo_verl.algorithm.papo.LogitStats`, each field ``[N]`` float32 on the logits' device, no gradient.
     """
     out = _run("stats", logits, labels, temperature, valid, backend, chunk_size, partial_sums=False)
     return LogitStats(out[0] if labels is not None else None, out[1], out[2], out[3])
@@ -186,8 +192,8 @@ def logit_partial_sums_rows(
     Returns:
         ``[N, 5]`` float32 ``(m, Z, Σe(z−m), Σe², Σe²(z−m))`` with ``z = logits / T``, ``m = max z``,
         ``e = exp(z − m)`` over the shard; 0 on masked rows; no gradient. Shards merge exactly with
-        :func:`papo_verl.algo.merge_logit_partial_sums`, or across ranks with a MAX all-reduce of ``m``
+        :func:`papo_verl.kernels.logit_sums.merge_logit_partial_sums`, or across ranks with a MAX all-reduce of ``m``
         followed by a SUM all-reduce of the sums rescaled by ``exp(m − m_max)`` (and ``exp(2(m − m_max))``
-        for the squared terms); :func:`papo_verl.algo.finalize_logit_sums` then gives the statistics.
+        for the squared terms); :func:`~papo_verl.kernels.logit_sums.finalize_logit_sums` then gives the statistics.
     """
     return _run("partial sums", logits, None, temperature, valid, backend, chunk_size, partial_sums=True)

@@ -3,7 +3,7 @@
 For every row of ``[N, V]`` logits (any float dtype) and ``π = softmax(logits / T)`` the kernel
 reads the row **once**, tile by tile, and returns ``log π_k`` (optional), ``H``, ``Σπ²`` and
 ``Σπ² log π`` — or, for a vocabulary shard of tensor-parallel logits, the five shift-invariant
-partial sums of :func:`papo_verl.algo.logit_partial_sums`. Nothing of size ``V`` is ever written.
+partial sums of :func:`papo_verl.kernels.logit_sums.logit_partial_sums`. Nothing of size ``V`` is ever written.
 
 Algorithm (one program per row; base-2 units so that the only transcendental per logit is one
 ``exp2``): with ``y = x · log2(e) / T``, the running maximum ``m`` and ``d = y − m``, the program
@@ -15,7 +15,7 @@ A tile with a larger maximum ``m'`` first rescales them (online log-sum-exp): wi
 
 then adds the tile's four sums (one fused tree reduction). At the end, in natural units
 (``ln 2`` factors), ``log Z``, ``H = log Z − S₁/Z``, ``Σπ² = S₂/Z²`` and
-``Σπ² log π = S₃/Z² − log Z · Σπ²`` — the same finalisation as :func:`papo_verl.algo.finalize_logit_sums`.
+``Σπ² log π = S₃/Z² − log Z · Σπ²`` — the same finalisation as :func:`papo_verl.kernels.logit_sums.finalize_logit_sums`.
 ``d`` is clamped at −256 (``2^−256`` is 0 in float32), so ``−inf`` logits contribute exact zeros
 rather than ``0 · −inf = NaN``; NaN logits still propagate to NaN statistics.
 
@@ -246,7 +246,7 @@ def triton_logit_sums(
         temperature: Python float, 0-d/1-element tensor, or ``[N]`` per-token tensor (> 0).
         valid: ``[N]`` bool; masked rows are not read and get 0 in every output.
         partial_sums: return the ``[N, 5]`` shard partial sums ``(m, Z, Σe(z−m), Σe², Σe²(z−m))``
-            (natural units, as :func:`papo_verl.algo.logit_partial_sums`) instead of statistics.
+            (natural units, as :func:`papo_verl.kernels.logit_sums.logit_partial_sums`) instead of statistics.
         block_v, num_warps, prefetch: force one config (default: autotuned on GPU; interpreted:
             ``block_v=128, num_warps=1``).
 

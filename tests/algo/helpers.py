@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from papo_verl.algo import logit_statistics
+from papo_verl.algorithm import logit_statistics
 
 
 def make_batch(n_groups=5, group_size=4, max_len=9, vocab=11, seed=0, zero_var_groups=(), singleton=False):

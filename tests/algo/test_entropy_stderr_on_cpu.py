@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from papo_verl.algo import entropy_mean_stderr, group_ids, response_sums
+from papo_verl.algorithm import entropy_mean_stderr, group_ids, ratio_mean_stderr
+from papo_verl.kernels import advantage
+from papo_verl.kernels.advantage import response_sums
 
 
 def ragged(n_rows=40, max_len=30, seed=0):
@@ -44,6 +46,17 @@ def test_invariant_to_padding_permutation_and_splits():
     full_s, full_n = response_sums(entropy, mask)
     torch.testing.assert_close(s1 + s2, full_s, rtol=1e-13, atol=0)
     torch.testing.assert_close(n1 + n2, full_n, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 1 << 18])
+def test_row_chunked_sums_give_the_reference_estimate(monkeypatch, chunk):
+    """The trainer's path (row-chunked response_sums, then ratio_mean_stderr) equals the reference."""
+    monkeypatch.setattr(advantage, "_ADV_CHUNK_ELEMENTS", chunk)
+    entropy, mask = ragged(seed=3)
+    entropy = torch.where(mask.bool(), entropy, torch.tensor(float("nan")))
+    groups = torch.arange(40) // 4
+    for g in (None, groups):
+        assert ratio_mean_stderr(*response_sums(entropy, mask), g) == entropy_mean_stderr(entropy, mask, g)
 
 
 def test_clusters_sum_their_responses():

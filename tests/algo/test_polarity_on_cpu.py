@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from papo_verl.algo import logit_statistics, polarity, polarity_coefficient
+from papo_verl.algorithm import logit_statistics, polarity, polarity_coefficient
+from papo_verl.kernels import logit_stats
 
 ETA = 1e-4
 
@@ -26,12 +27,13 @@ def measured_dh(z, k, adv, eta=ETA):
 
 
 def coefficient(z, k, correction="exact"):
-    s = logit_statistics(z.unsqueeze(0), torch.tensor([k]))
+    """P_t from the production float32 statistics (the chunked torch path)."""
+    s = logit_stats(z.unsqueeze(0), torch.tensor([k]), backend="torch")
     return float(polarity_coefficient(s.log_prob, s.entropy, s.sum_pi_squared, s.sum_pi_squared_log_pi, correction)[0])
 
 
 def coefficient64(z, k, correction="exact"):
-    """The closed form evaluated in float64 directly (independent of the chunked statistics)."""
+    """The closed form evaluated in float64 directly (independent of the statistics' code)."""
     logp = torch.log_softmax(z, -1)
     pi = logp.exp()
     h = -(pi * logp).sum()
@@ -59,7 +61,7 @@ def test_first_order_entropy_change_matches_finite_difference(adv):
         p = coefficient64(z, k)
         dh = measured_dh(z, k, adv)
         assert abs(dh - ETA * adv * p) <= 1e-3 * abs(ETA * adv * p), (k, dh, ETA * adv * p)
-        # the float32 chunked statistics give the same coefficient
+        # the float32 production statistics give the same coefficient
         assert coefficient(z, k) == pytest.approx(p, rel=1e-4, abs=1e-6)
 
 

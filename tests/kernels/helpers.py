@@ -1,21 +1,17 @@
-"""Float64 brute force for the per-token vocabulary statistics (the oracle of every kernel test)."""
+"""The float64 oracle of every kernel test: the reference statistics of papo_verl.algorithm.papo."""
 
 import torch
+
+from papo_verl.algorithm import logit_statistics
 
 NAMES = ("log_prob", "entropy", "sum_pi_squared", "sum_pi_squared_log_pi")
 
 
 def brute_force(logits, labels, temperature=1.0):
     """``(log π_k, H, Σπ², Σπ² log π)`` in float64 from the full softmax; ``π = 0`` terms count as 0."""
-    t = temperature.double().unsqueeze(-1) if torch.is_tensor(temperature) and temperature.numel() > 1 \
-        else float(temperature)
-    z = logits.double() / t
-    logp = torch.log_softmax(z, -1)
-    pi = logp.exp()
-    plogp = torch.where(pi > 0, pi * logp, torch.zeros_like(pi))  # -inf logits: 0 · (−inf) := 0
-    ppl = torch.where(pi > 0, pi * pi * logp, torch.zeros_like(pi))
-    log_prob = logp.gather(1, labels.unsqueeze(-1)).squeeze(-1) if labels is not None else None
-    return log_prob, -plogp.sum(-1), (pi * pi).sum(-1), ppl.sum(-1)
+    if torch.is_tensor(temperature):
+        temperature = temperature.double()
+    return tuple(logit_statistics(logits.double(), labels, temperature))
 
 
 def brute_force_partial_sums(logits, temperature=1.0):

@@ -20,7 +20,7 @@ except Exception as exc:  # not installed, or a broken install (the dispatcher f
     pytest.skip(f"triton does not import: {type(exc).__name__}: {exc}", allow_module_level=True)
 
 import papo_verl.kernels as kernels  # noqa: E402
-from papo_verl.algo import finalize_logit_sums, merge_logit_partial_sums  # noqa: E402
+from papo_verl.kernels.logit_sums import finalize_logit_sums, merge_logit_partial_sums  # noqa: E402
 
 from .helpers import assert_stats, brute_force, brute_force_partial_sums, make_logits  # noqa: E402
 

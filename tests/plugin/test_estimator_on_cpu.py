@@ -5,7 +5,8 @@ import torch
 from omegaconf import OmegaConf
 
 import verl  # noqa: F401  -- loads the plugin
-from papo_verl.algo import group_ids, papo_advantage
+from papo_verl.algorithm import group_ids
+from papo_verl.kernels.advantage import papo_advantage
 from papo_verl.config import PapoConfigError
 from papo_verl.estimator import PapoInputsMissing, compute_papo_outcome_advantage
 from papo_verl.tracker import PhaseWeights

@@ -45,7 +45,7 @@ def make_rollouts(n_prompts=4, n=4, vocab=23, seed=0, padding_rows=1, rewards=No
     Statistics are computed from real logits so that they are mutually consistent; padding rows
     mimic verl's batch balancing (shared 'pad…' uid, response_mask 0, one response token).
     """
-    from papo_verl.algo import logit_statistics, polarity_coefficient
+    from papo_verl.algorithm import logit_statistics, polarity_coefficient
 
     g = torch.Generator().manual_seed(seed)
     samples, keys = [], []
