@@ -99,9 +99,10 @@ def advantage_metrics(
 ) -> dict[str, float]:
     """Batch metrics of one PAPO advantage computation (keys in :data:`METRICS_GLOSSARY`).
 
-    Computed from the per-response aggregates of :func:`papo_verl.kernels.advantage.papo_advantage` in O(B)
-    (:meth:`~papo_verl.kernels.advantage.PapoAdvantage.branch_token_counts`). Branch shares and masses describe the branches the
-    configured ``split`` used; the ``quadrant_*`` shares always describe polarity.
+    Computed in O(B) from the per-response aggregates of :func:`papo_verl.kernels.advantage.papo_advantage`
+    (the named properties of :class:`~papo_verl.kernels.advantage.PapoAdvantage`). Branch shares and
+    masses describe the branches the configured ``split`` used; the ``quadrant_*`` shares always
+    describe polarity.
 
     Args:
         result: output of :func:`papo_verl.kernels.advantage.papo_advantage`.

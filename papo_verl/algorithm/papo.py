@@ -66,7 +66,8 @@ def _dtype(*tensors: Optional[Tensor]) -> torch.dtype:
 
 class LogitStats(NamedTuple):
     """Per-token statistics of ``π = softmax(logits / T)``, each ``[N]``: ``log_prob`` = ``log π_k`` (None
-    without labels), ``entropy`` = ``H``, ``sum_pi_squared`` = ``Σπ²``, ``sum_pi_squared_log_pi`` = ``Σπ² log π``."""
+    without labels), ``entropy`` = ``H``, ``sum_pi_squared`` = ``Σπ²``, ``sum_pi_squared_log_pi`` =
+    ``Σπ² log π``."""
 
     log_prob: Optional[Tensor]
     entropy: Tensor
@@ -106,7 +107,7 @@ def logit_statistics(logits: Tensor, labels: Optional[Tensor] = None, temperatur
 
 def polarity_coefficient(log_prob: Tensor, entropy: Tensor, sum_pi_squared: Optional[Tensor],
                          sum_pi_squared_log_pi: Optional[Tensor], correction: str = "exact") -> Tensor:
-    """(E3) ``P_t = (Σπ² log π + H Σπ²) − π_k(ℓ_t + H)``, any common shape, float32 (float64 inputs: float64).
+    """(E3) ``P_t = (Σπ² log π + H Σπ²) − π_k(ℓ_t + H)``, any common shape; float32 (float64 inputs: float64).
 
     ``correction="none"`` returns only the sampled-token term ``−π_k(ℓ_t + H)`` (D2; the two sums may then
     be None). The same operation sequence as the row-chunked pass of :mod:`papo_verl.kernels.advantage`.
@@ -198,7 +199,7 @@ def group_advantage(scores: Tensor, groups: Tensor, *, norm_by_std: bool = True,
 
 
 def branch_masses(rho: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
-    """(A3) ``M± = Σ_{valid, ρ≷0} |A_t|``, float64 ``[2]`` ``(M₊, M₋)``; additive over any split of the batch."""
+    """(A3) ``M± = Σ_{valid, ρ≷0} |A_t|``, float64 ``[2]`` ``(M₊, M₋)``; additive over splits of the batch."""
     valid = mask.bool()
     magnitude = advantages.abs().double()
     return torch.stack([(magnitude * (valid & (rho > 0))).sum(), (magnitude * (valid & (rho < 0))).sum()])

@@ -145,7 +145,7 @@ def chunked_logit_sums(
     chunk_size: Optional[int],
     partial_sums: bool,
 ) -> Tensor:
-    """The torch backend of :func:`papo_verl.kernels.logit_stats` and :func:`~papo_verl.kernels.logit_partial_sums_rows`.
+    """The torch backend of :func:`papo_verl.kernels.logit_stats` and :func:`papo_verl.kernels.logit_partial_sums_rows`.
 
     Args:
         logits: ``[N, V]`` raw logits of any float dtype (not modified).

@@ -80,8 +80,8 @@ def test_polarity_coefficient_float32_equals_float64():
     for correction in reference.CORRECTIONS:
         got = reference.polarity_coefficient(*stats, correction)
         assert got.dtype == torch.float32
-        torch.testing.assert_close(got.double(), reference.polarity_coefficient(*(t.double() for t in stats), correction),
-                                   rtol=1e-5, atol=1e-6)
+        want = reference.polarity_coefficient(*(t.double() for t in stats), correction)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
     # broadcasting shapes
     scalar_h = torch.tensor(0.5)
     torch.testing.assert_close(reference.polarity_coefficient(stats[0], scalar_h, stats[2], stats[3]).double(),
