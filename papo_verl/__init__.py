@@ -1,7 +1,8 @@
 """papo_verl — PAPO (Polarity-Aware Policy Optimization, arXiv 2605.11775) for verl 0.9.
 
 ``from papo_verl import EntropyTracker`` gives the driver-side phase controller; the algorithm core
-is :mod:`papo_verl.algorithm` (reference formulas; production paths in :mod:`papo_verl.kernels`). Importing this package does not import verl; verl imports
+is :mod:`papo_verl.algorithm` (the reference formulas; the production paths the trainer runs are in
+:mod:`papo_verl.kernels`). Importing this package does not import verl; verl imports
 :mod:`papo_verl.plugin` through its ``verl.plugins`` entry point.
 """
 

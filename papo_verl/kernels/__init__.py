@@ -1,4 +1,5 @@
-"""Fast paths for PAPO's per-token vocabulary statistics, behind ``algorithm.papo.stats_backend``.
+"""PAPO's production paths: the per-token vocabulary statistics (dispatched here, behind
+``algorithm.papo.stats_backend``) and the driver-side advantage (:mod:`papo_verl.kernels.advantage`).
 
 PAPO needs, per response token, from the temperature-scaled logits ``z = logits / T`` and
 ``π = softmax(z)``: ``log π_k``, ``H``, ``Σπ²`` and ``Σπ² log π`` (docs/algorithm.md §1). Both backends read
@@ -9,13 +10,13 @@ the logits once per token and never materialise the softmax of the whole ``[N, V
   (or CPU under ``TRITON_INTERPRET=1``, for tests).
 * ``"torch"`` — :func:`papo_verl.kernels.logit_sums.chunked_logit_sums`: chunked float32 torch; on
   CPU the chunk is sized to stay in cache. Works everywhere.
-
-Both compute what :func:`papo_verl.algorithm.papo.logit_statistics` defines (the whole-tensor reference
-the tests check them against). The driver-side advantage's row-chunked two-pass path is
-:mod:`papo_verl.kernels.advantage`.
 * ``"auto"`` (default) — Triton when the logits are on CUDA and ``triton`` imports, else torch.
   If the Triton kernel fails to compile or launch, ``auto`` falls back to torch for the rest of the
   process (logged once); an explicitly requested ``"triton"`` raises instead.
+
+Both backends compute what :func:`papo_verl.algorithm.papo.logit_statistics` defines (the whole-tensor reference
+the tests check them against). The driver-side advantage's row-chunked two-pass path is
+:mod:`papo_verl.kernels.advantage`.
 
 Which path runs is logged once per process (logger ``papo_verl``, level WARNING so that it shows
 under verl's default log level), e.g.::

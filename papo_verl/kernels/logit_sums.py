@@ -3,9 +3,10 @@
 For ``[N, V]`` logits it computes what :func:`papo_verl.algorithm.papo.logit_statistics` defines —
 ``log π_k``, ``H``, ``Σπ²``, ``Σπ² log π`` of ``π = softmax(logits / T)`` — in float32 (D3), in chunks of
 tokens so that at most two ``[chunk, V]`` float32 buffers (reused) exist at a time; or, for a vocabulary
-shard of tensor-parallel logits, five shift-invariant partial sums that merge exactly across shards
-(:func:`merge_logit_partial_sums`, :func:`finalize_logit_sums`). The Triton kernel
-(:mod:`papo_verl.kernels.triton_stats`) returns the same quantities in one streaming pass per row.
+shard of tensor-parallel logits, the **partial sums** ``[n, 5]`` float32 ``(m, Z, Σ e·(z−m), Σ e², Σ e²·(z−m))``
+with ``z = logits / T``, ``m = max z`` and ``e = exp(z − m)`` over the shard. Partial sums of disjoint
+vocabulary shards merge exactly (:func:`merge_logit_partial_sums`, then :func:`finalize_logit_sums`). The
+Triton kernel (:mod:`papo_verl.kernels.triton_stats`) returns the same quantities in one streaming pass per row.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["auto_chunk_size", "chunked_logit_sums", "default_chunk_size", "finalize_logit_sums", "logit_partial_sums",
+__all__ = ["auto_chunk_size", "chunked_logit_sums", "default_chunk_size", "finalize_logit_sums",
            "merge_logit_partial_sums"]
 
 # Elements per [chunk, V] float32 temporary when no chunk size is given: 2**22 floats = 16 MiB.
@@ -25,20 +26,6 @@ _CHUNK_ELEMENTS = 1 << 22
 def default_chunk_size(vocab_size: int) -> int:
     """Tokens per chunk so that one ``[chunk, V]`` float32 temporary holds ``2**22`` elements."""
     return max(1, _CHUNK_ELEMENTS // max(1, int(vocab_size)))
-
-
-def logit_partial_sums(z: Tensor) -> Tensor:
-    """Shift-invariant partial sums of one row block of float32 logits, consumed destructively.
-
-    Args:
-        z: ``[n, V]`` float32 logits already divided by the temperature. **Overwritten.**
-
-    Returns:
-        ``[n, 5]`` float32: ``(m, Z, Σ e·(z−m), Σ e², Σ e²·(z−m))`` with ``m = max z`` and
-        ``e = exp(z − m)``. Sums over disjoint vocabulary shards merge exactly with
-        :func:`merge_logit_partial_sums` (this is how tensor-parallel logits are reduced).
-    """
-    return _unnormalize_block_sums(_normalized_block_sums(z, torch.empty_like(z)))
 
 
 # exp(−128) underflows to 0 in float32 and 0 · (−128) = 0: clamping z − m here changes no finite
@@ -71,7 +58,7 @@ def _normalized_block_sums(z: Tensor, work: Tensor) -> Tensor:
 
 
 def _unnormalize_block_sums(sums: Tensor) -> Tensor:
-    """``[n, 5]`` normalised sums of :func:`_normalized_block_sums` → the partial sums of :func:`logit_partial_sums`."""
+    """``[n, 5]`` normalised sums of :func:`_normalized_block_sums` → the partial sums (module docstring)."""
     m, log_z, pz, p2, p2z = sums.unbind(-1)
     big_z = torch.exp(log_z)
     z2 = big_z * big_z
@@ -88,7 +75,7 @@ def merge_logit_partial_sums(parts: Tensor) -> Tensor:
     """Merge partial sums of disjoint vocabulary shards.
 
     Args:
-        parts: ``[S, n, 5]`` outputs of :func:`logit_partial_sums`, one per shard.
+        parts: ``[S, n, 5]`` partial sums (module docstring), one per shard.
 
     Returns:
         ``[n, 5]`` partial sums of the concatenated vocabulary (the online log-sum-exp rescaling).
@@ -160,7 +147,7 @@ def chunked_logit_sums(
 
     Returns:
         ``[4, N]`` float32 ``(log π_k, H, Σπ², Σπ² log π)`` (row 0 is 0 without labels), or with
-        ``partial_sums=True`` the ``[N, 5]`` partial sums of :func:`logit_partial_sums`. Masked rows are 0.
+        ``partial_sums=True`` the ``[N, 5]`` partial sums (module docstring). Masked rows are 0.
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be [N, V], got shape {tuple(logits.shape)}")

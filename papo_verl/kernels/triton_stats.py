@@ -3,7 +3,7 @@
 For every row of ``[N, V]`` logits (any float dtype) and ``π = softmax(logits / T)`` the kernel
 reads the row **once**, tile by tile, and returns ``log π_k`` (optional), ``H``, ``Σπ²`` and
 ``Σπ² log π`` — or, for a vocabulary shard of tensor-parallel logits, the five shift-invariant
-partial sums of :func:`papo_verl.kernels.logit_sums.logit_partial_sums`. Nothing of size ``V`` is ever written.
+partial sums of :mod:`papo_verl.kernels.logit_sums`. Nothing of size ``V`` is ever written.
 
 Algorithm (one program per row; base-2 units so that the only transcendental per logit is one
 ``exp2``): with ``y = x · log2(e) / T``, the running maximum ``m`` and ``d = y − m``, the program
@@ -246,7 +246,7 @@ def triton_logit_sums(
         temperature: Python float, 0-d/1-element tensor, or ``[N]`` per-token tensor (> 0).
         valid: ``[N]`` bool; masked rows are not read and get 0 in every output.
         partial_sums: return the ``[N, 5]`` shard partial sums ``(m, Z, Σe(z−m), Σe², Σe²(z−m))``
-            (natural units, as :func:`papo_verl.kernels.logit_sums.logit_partial_sums`) instead of statistics.
+            (natural units, as :mod:`papo_verl.kernels.logit_sums` defines them) instead of statistics.
         block_v, num_warps, prefetch: force one config (default: autotuned on GPU; interpreted:
             ``block_v=128, num_warps=1``).
 
