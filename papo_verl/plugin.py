@@ -5,7 +5,8 @@ the driver, the TaskRunner, every Ray worker — imports it. verl swallows entry
 (logged at DEBUG), so this module logs its own failures at ERROR before re-raising. For debugging,
 ``VERL_USE_EXTERNAL_MODULES=papo_verl.plugin`` makes ``import verl`` raise instead.
 
-Registration refuses to run under any verl other than the supported 0.9.x series.
+Registration refuses to run under any verl other than the supported 0.9.x series
+(:func:`papo_verl.verl_version.check_verl_version`).
 """
 
 from __future__ import annotations
@@ -14,41 +15,15 @@ import logging
 import sys
 from typing import Optional
 
+from papo_verl.verl_version import SUPPORTED_VERL_SERIES, UnsupportedVerlVersion, check_verl_version
+
 __all__ = ["SUPPORTED_VERL_SERIES", "UnsupportedVerlVersion", "after_import", "check_verl_version",
            "complete_registration", "register", "registered"]
 
 logger = logging.getLogger("papo_verl")
 
-SUPPORTED_VERL_SERIES = "0.9"
-PINNED_VERL = "0.9.1"
-
 registered: list[str] = []
 _deferred: set[str] = set()  # components that were still importing when verl loaded this plugin
-
-
-class UnsupportedVerlVersion(RuntimeError):
-    """papo_verl was imported by a verl it does not support."""
-
-
-def check_verl_version(version: str) -> None:
-    """Raise :class:`UnsupportedVerlVersion` unless ``version`` is a 0.9.x release."""
-    parts = str(version).split(".")
-    if parts[:2] != SUPPORTED_VERL_SERIES.split("."):
-        raise UnsupportedVerlVersion(
-            f"papo_verl supports verl {SUPPORTED_VERL_SERIES}.x (pinned {PINNED_VERL}); the installed verl is {version}. "
-            f"PAPO was NOT registered. Install the supported version: pip install 'verl[verl-core]=={PINNED_VERL}'."
-        )
-
-
-def _installed_verl_version() -> str:
-    import verl  # already (partially) imported when verl loads its plugins; __version__ is set first
-
-    version = getattr(verl, "__version__", None)
-    if version is None:
-        from importlib.metadata import version as dist_version
-
-        version = dist_version("verl")
-    return version
 
 
 # Each component module exposes ``register() -> list[str]`` (the names it registered with verl). A
@@ -72,7 +47,7 @@ def register(verl_version: Optional[str] = None) -> list[str]:
     Returns the names registered now; components waiting for their verl module add theirs to
     :data:`registered` when it is imported.
     """
-    check_verl_version(verl_version if verl_version is not None else _installed_verl_version())
+    check_verl_version(verl_version)
     names: list[str] = []
     for module, extends in COMPONENTS:
         if extends is None:

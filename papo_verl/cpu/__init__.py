@@ -46,7 +46,7 @@ def _load_replica_class():
 def activate(verl_version: Optional[str] = None) -> list[str]:
     """Register the CPU platform, engine mapping, process-group fix and the vLLM rollout; returns the names.
 
-    Raises ``UnsupportedVerlInternals`` on a verl other than 0.9.x, and ``RuntimeError`` when verl's
+    Raises ``UnsupportedVerlVersion`` on a verl other than 0.9.x, and ``RuntimeError`` when verl's
     platform was already resolved to another device in this process (something asked for the
     device before this plugin loaded).
     """
