@@ -19,17 +19,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["ALGORITHMS", "DemoRun", "demo_overrides", "main", "run_training"]
+from papo_verl.launch import TrainingRun, run_training
+
+__all__ = ["ALGORITHMS", "demo_overrides", "demo_training", "main"]
 
 # The algorithm keys of recipes/<name>_math.sh (tests/demo/test_presets_on_cpu.py checks they agree),
 # with DAPO's overlong buffer scaled to the demo's short responses.
@@ -140,49 +140,23 @@ def demo_overrides(algorithm: str, seed: int, steps: int, experiment: str, check
     ]
 
 
-@dataclass
-class DemoRun:
-    algorithm: str
-    seed: int
-    experiment: str
-    rc: int
-    wall_s: float
-    peak_pss_gib: float
-    peak_rss_gib: float
-    metrics_file: Optional[str]
-    log_file: str
-    largest_at_peak: list = field(default_factory=list)  # [(process name, PSS GiB)] at the PSS peak
-
-
-def run_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra: list[str], echo: bool = True) -> DemoRun:
-    """One ``python -m papo_verl.main --config-name papo_trainer_cpu`` run as its own process tree."""
-    from papo_verl.proctree import ProcessTreeRun
-
+def demo_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra: list[str],
+                  echo: bool = True) -> TrainingRun:
+    """One demo run (:func:`papo_verl.launch.run_training` on the demo's overrides), then its held-out evaluation."""
     experiment = f"{algorithm}-seed{seed}"
     checkpoints = out / "checkpoints" / experiment
     resuming = (checkpoints / "latest_checkpointed_iteration.txt").is_file()
-    cmd = [sys.executable, "-m", "papo_verl.main", "--config-name", "papo_trainer_cpu", *assets.verl_overrides(),
-           *demo_overrides(algorithm, seed, steps, experiment, str(checkpoints)), *extra,
-           # verl resumes from the checkpoint (resume_mode=auto); its validation at that step was dumped already
-           *(["trainer.val_before_train=false"] if resuming else [])]
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VERL_FILE_LOGGER_PATH")}
-    env.update(VERL_FILE_LOGGER_ROOT=str(out / "logs"), TENSORBOARD_DIR=str(out / "tensorboard" / experiment),
-               TOKENIZERS_PARALLELISM="false")
+    overrides = [*assets.verl_overrides(), *demo_overrides(algorithm, seed, steps, experiment, str(checkpoints)), *extra,
+                 # verl resumes from the checkpoint (resume_mode=auto); its validation at that step was dumped already
+                 *(["trainer.val_before_train=false"] if resuming else [])]
     log_file = _new_path(out / f"{experiment}.log")
     print(f"\n=== papo_verl demo: {algorithm} (seed {seed}), {steps} steps{' (resuming)' if resuming else ''}; "
           f"full log {log_file} ===", flush=True)
-    with ProcessTreeRun(cmd, env=env, cwd=str(out), log_path=str(log_file), echo=echo) as run:
-        rc = run.wait(timeout_s=6 * 3600)
-        wall = time.time() - run.started_at
-    text = log_file.read_text(errors="replace")
-    marker = "papo_verl: metrics log "
-    metrics_file = text[text.index(marker) + len(marker):].split(" ", 1)[0] if marker in text else None
-    if rc == 0 and metrics_file:
-        write_heldout(out / "validation" / experiment, Path(metrics_file).with_name(f"{experiment}.eval.jsonl"))
-    gib = 1024 ** 3
-    return DemoRun(algorithm, seed, experiment, rc if rc is not None else -1, wall, run.memory.peak_pss / gib,
-                   run.memory.peak_rss / gib, metrics_file, str(log_file),
-                   [(name, pss / gib) for name, pss in run.memory.top_at_peak])
+    run = run_training(overrides, name=experiment, out=out, log_root=out / "logs", log_file=log_file,
+                       timeout_s=6 * 3600, env={"TENSORBOARD_DIR": str(out / "tensorboard" / experiment)}, echo=echo)
+    if run.rc == 0 and run.metrics_file:
+        write_heldout(out / "validation" / experiment, Path(run.metrics_file).with_name(f"{experiment}.eval.jsonl"))
+    return run
 
 
 def _new_path(path: Path) -> Path:
@@ -201,10 +175,11 @@ def finished_run(out: Path, experiment: str, steps: int) -> Optional[str]:
     logs = [p for p in logs if not p.name.endswith(".eval.jsonl")]
     if not logs or not logs[0].with_name(f"{experiment}.eval.jsonl").exists():
         return None
+    from papo_verl.compare.logs import read_metrics_log
+
     for path in logs:
-        for line in path.read_text().splitlines():
-            if line.strip() and json.loads(line)["data"].get("training/global_step") == steps:
-                return str(logs[-1])
+        if any(metrics.get("training/global_step") == steps for metrics in read_metrics_log(path).values()):
+            return str(logs[-1])
     return None
 
 
@@ -220,14 +195,9 @@ def write_heldout(validation_dir: Path, eval_file: Path) -> Optional[Path]:
 
 
 def _series(metrics_file: str, key: str) -> list[tuple[int, float]]:
-    out = []
-    with open(metrics_file) as fh:
-        for line in fh:
-            if line.strip():
-                row = json.loads(line)
-                if key in row["data"]:
-                    out.append((row["step"], float(row["data"][key])))
-    return out
+    from papo_verl.compare.logs import read_metrics_log
+
+    return [(step, metrics[key]) for step, metrics in read_metrics_log(metrics_file).items() if key in metrics]
 
 
 def _start_end(series: list[tuple[int, float]], k: int = 3) -> tuple[float, float]:
@@ -297,13 +267,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             done = finished_run(out, f"{algorithm}-seed{seed}", args.steps) if args.resume else None
             if done is not None:
                 print(f"papo_verl demo: {algorithm}-seed{seed} finished earlier ({done}); kept", flush=True)
-                runs.append(DemoRun(algorithm, seed, f"{algorithm}-seed{seed}", 0, math.nan, math.nan, math.nan, done,
-                                    "", []))
+                runs.append(TrainingRun(f"{algorithm}-seed{seed}", 0, math.nan, "", done))
                 continue
-            run = run_training(assets, algorithm, seed, args.steps, out, args.overrides, echo=not args.quiet)
+            run = demo_training(assets, algorithm, seed, args.steps, out, args.overrides, echo=not args.quiet)
             runs.append(run)
             if run.rc != 0:
-                print(f"\npapo_verl demo: the {run.experiment} run failed (exit code {run.rc}); see {run.log_file}",
+                print(f"\npapo_verl demo: the {run.name} run failed (exit code {run.rc}); see {run.log_file}",
                       file=sys.stderr)
                 return 1
 
@@ -323,7 +292,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         reward = _series(r.metrics_file, "critic/score/mean")
         entropy = _series(r.metrics_file, "actor/entropy")
         (r0, r1), (h0, h1) = _start_end(reward), _start_end(entropy)
-        line = (f"  {r.experiment:<14} reward {r0:.3f} -> {r1:.3f}   entropy {h0:.3f} -> {h1:.3f} nats   "
+        line = (f"  {r.name:<14} reward {r0:.3f} -> {r1:.3f}   entropy {h0:.3f} -> {h1:.3f} nats   "
                 f"wall {r.wall_s:.0f} s   peak memory {r.peak_pss_gib:.2f} GiB PSS / {r.peak_rss_gib:.2f} GiB RSS")
         tilt = [v for step, v in _series(r.metrics_file, "papo/tilt")
                 if step not in {s for s, w in _series(r.metrics_file, "papo/tracker_warmup") if w}]
@@ -336,13 +305,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(line)
         print("    largest processes at the memory peak (GiB PSS): "
               + ", ".join(f"{name} {pss:.2f}" for name, pss in r.largest_at_peak))
-        eval_file = Path(r.metrics_file).with_name(f"{r.experiment}.eval.jsonl")
+        eval_file = Path(r.metrics_file).with_name(f"{r.name}.eval.jsonl")
         if eval_file.exists():
-            held_out = [json.loads(row) for row in eval_file.read_text().splitlines() if row.strip()]
-            first, last = held_out[0]["data"], held_out[-1]["data"]
+            from papo_verl.compare.logs import read_metrics_log
+
+            held_out = sorted(read_metrics_log(eval_file).items())
+            (first_step, first), (last_step, last) = held_out[0], held_out[-1]
             shown = [k for k in ("eval/pass@1", "eval/pass@4", "eval/pass@16", "eval/distinct_correct") if k in last]
             print("    held-out (" + f"{int(last['eval/n_problems'])} problems x {int(last['eval/n_samples'])}, steps "
-                  f"{held_out[0]['step']} -> {held_out[-1]['step']}): " + ", ".join(
+                  f"{first_step} -> {last_step}): " + ", ".join(
                       f"{k[5:]} {first.get(k, math.nan):.3f} -> {last[k]:.3f} (± {last[k + '_se']:.3f})" for k in shown))
         print(f"    metrics {r.metrics_file}")
     print(f"  figure  {figure}\n  summary {out / 'summary.md'}\n  tensorboard --logdir {out / 'tensorboard'}")
