@@ -25,72 +25,46 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from papo_verl.launch import TrainingRun, run_training
 
-__all__ = ["ALGORITHMS", "demo_overrides", "demo_training", "main"]
+__all__ = ["ALGORITHMS", "demo_overrides", "demo_training", "main", "preset_keys"]
 
-# The algorithm keys of recipes/<name>_math.sh (tests/demo/test_presets_on_cpu.py checks they agree),
-# with DAPO's overlong buffer scaled to the demo's short responses.
-ALGORITHMS: dict[str, list[str]] = {
-    "grpo": [
-        "algorithm.adv_estimator=grpo",
-        "algorithm.norm_adv_by_std_in_grpo=True",
-        "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla",
-        "actor_rollout_ref.actor.clip_ratio_low=0.2",
-        "actor_rollout_ref.actor.clip_ratio_high=0.2",
-        "actor_rollout_ref.actor.clip_ratio_c=3.0",
-        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
-        "algorithm.filter_groups.enable=False",
-        "reward.reward_manager.name=naive",
-    ],
-    "dapo": [
-        "algorithm.adv_estimator=grpo",
-        "algorithm.norm_adv_by_std_in_grpo=True",
-        "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla",
-        "actor_rollout_ref.actor.clip_ratio_low=0.2",
-        "actor_rollout_ref.actor.clip_ratio_high=0.28",
-        "actor_rollout_ref.actor.clip_ratio_c=10.0",
-        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
-        "algorithm.filter_groups.enable=True",
-        "algorithm.filter_groups.metric=acc",
-        "algorithm.filter_groups.max_inflight_gen_batches=1",
-        "reward.reward_manager.name=dapo",
-        "+reward.reward_kwargs.overlong_buffer_cfg.enable=True",
-        "+reward.reward_kwargs.overlong_buffer_cfg.len=4",  # recipes: 512 of 3072 tokens; here 4 of ~24
-        "+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor=1.0",
-        "+reward.reward_kwargs.overlong_buffer_cfg.log=False",
-        "+reward.reward_kwargs.max_resp_len=${data.max_response_length}",
-    ],
-}
+# The demo's algorithms are the presets of the config group papo_verl/config/algorithm_preset/, the same
+# files the cluster recipes select (recipes/<name>_math.sh): grpo, papo, dapo, papo_dapo, clip_cov, kl_cov
+# and PAPO's ablations papo_target, papo_sign, papo_nocorr (the PAPO preset and one algorithm.papo key).
+PRESET_DIR = Path(__file__).resolve().parents[1] / "config" / "algorithm_preset"
+ALGORITHMS = tuple(sorted(path.stem for path in PRESET_DIR.glob("*.yaml")))
+OVERLONG_BUFFER_KEY = "reward.reward_kwargs.overlong_buffer_cfg.len"
+# DAPO's overlong buffer scaled to the demo's short responses (the preset's 512 is of 3072 tokens; here 4 of ~24)
+DEMO_OVERLONG_BUFFER_LEN = 4
 
-# PAPO: GRPO's keys with the PAPO estimator (the recipes' papo_math.sh is grpo_math.sh with that key)
-ALGORITHMS["papo"] = [("algorithm.adv_estimator=papo" if arg.startswith("algorithm.adv_estimator=") else arg)
-                      for arg in ALGORITHMS["grpo"]]
-# verl's entropy-control losses (Cui et al. 2025) on GRPO's advantage, as recipes/{clip,kl}_cov_math.sh
-_GRPO_BASE = [arg for arg in ALGORITHMS["grpo"] if not arg.startswith(("actor_rollout_ref.actor.policy_loss.",
-                                                                         "actor_rollout_ref.actor.clip_ratio_"))]
-ALGORITHMS["clip_cov"] = [*_GRPO_BASE, "actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov",
-                          "actor_rollout_ref.actor.policy_loss.clip_cov_ratio=0.0002",
-                          "actor_rollout_ref.actor.policy_loss.clip_cov_lb=1.0",
-                          "actor_rollout_ref.actor.policy_loss.clip_cov_ub=5.0",
-                          "actor_rollout_ref.actor.clip_ratio_low=1.0", "actor_rollout_ref.actor.clip_ratio_high=1.0",
-                          "actor_rollout_ref.actor.clip_ratio_c=3.0"]
-ALGORITHMS["kl_cov"] = [*_GRPO_BASE, "actor_rollout_ref.actor.policy_loss.loss_mode=kl_cov",
-                        "actor_rollout_ref.actor.policy_loss.kl_cov_ratio=0.002",
-                        "actor_rollout_ref.actor.policy_loss.ppo_kl_coef=1.0",
-                        "actor_rollout_ref.actor.clip_ratio_low=0.2", "actor_rollout_ref.actor.clip_ratio_high=0.2",
-                        "actor_rollout_ref.actor.clip_ratio_c=3.0"]
-# the presets that have a cluster recipe (recipes/<name>_math.sh)
-RECIPE_ALGORITHMS = tuple(ALGORITHMS)
-# PAPO's ablations: the PAPO preset and one algorithm.papo key (docs/algorithm.md §2-§3)
-VARIANTS = {
-    "papo_target": ["algorithm.papo.controller=target"],
-    "papo_sign": ["algorithm.papo.split=advantage_sign"],
-    "papo_nocorr": ["algorithm.papo.correction=none"],
-}
-ALGORITHMS.update({name: [*ALGORITHMS["papo"], *extra] for name, extra in VARIANTS.items()})
+
+def preset_keys(name: str) -> dict[str, Any]:
+    """``{dotted key: value}`` that the preset ``algorithm_preset/<name>.yaml`` sets, with the presets its
+    defaults list names merged in order (as Hydra composes them; values unresolved, e.g. ``${data...}``)."""
+    import yaml
+
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown algorithm preset {name!r}; {PRESET_DIR} has {list(ALGORITHMS)}")
+    body = yaml.safe_load(path.read_text()) or {}
+    defaults = body.pop("defaults", ["_self_"])
+    if "_self_" not in defaults or not all(isinstance(entry, str) for entry in defaults):
+        raise ValueError(f"{path}: the defaults list must name presets of the same group and _self_")
+
+    def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {prefix + key: value})
+        return out
+
+    keys: dict[str, Any] = {}
+    for entry in defaults:
+        keys.update(flat(body) if entry == "_self_" else preset_keys(entry))
+    return keys
+
 
 # The demo's scale on 2 CPU cores (everything that is not an algorithm key; shared by every run).
 DEMO_SETTINGS = [
@@ -123,12 +97,13 @@ DEMO_PAPO_SETTINGS = ["algorithm.papo.validate_every=10"]
 def demo_overrides(algorithm: str, seed: int, steps: int, experiment: str, checkpoint_dir: str) -> list[str]:
     """Hydra overrides of one demo run (after the assets' data/model/reward overrides)."""
     if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; the demo knows {sorted(ALGORITHMS)}")
-    papo = "algorithm.adv_estimator=papo" in ALGORITHMS[algorithm]
+        raise ValueError(f"unknown algorithm {algorithm!r}; the demo knows {list(ALGORITHMS)}")
+    keys = preset_keys(algorithm)
     return [
         *DEMO_SETTINGS,
-        *ALGORITHMS[algorithm],
-        *(DEMO_PAPO_SETTINGS if papo else []),
+        f"algorithm_preset={algorithm}",
+        *([f"{OVERLONG_BUFFER_KEY}={DEMO_OVERLONG_BUFFER_LEN}"] if OVERLONG_BUFFER_KEY in keys else []),
+        *(DEMO_PAPO_SETTINGS if keys["algorithm.adv_estimator"] == "papo" else []),
         f"data.seed={seed}", f"actor_rollout_ref.actor.data_loader_seed={seed}", f"actor_rollout_ref.rollout.seed={seed}",
         f"trainer.total_training_steps={steps}",
         f"trainer.test_freq={steps}",  # held-out again at the last step only (the protocol sets its own cadence)
@@ -222,8 +197,9 @@ def parse_task(items: list[str]) -> dict:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m papo_verl.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algorithms", nargs="+", default=None, choices=sorted(ALGORITHMS),
-                        help="algorithms to run (default: papo; with --compare: papo grpo)")
+    parser.add_argument("--algorithms", nargs="+", default=None, choices=ALGORITHMS,
+                        help="algorithm presets to run (papo_verl/config/algorithm_preset/; default: papo; with "
+                             "--compare: papo grpo)")
     parser.add_argument("--compare", action="store_true", help="also run GRPO on the same config and plot both")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=int(os.environ.get("DEMO_STEPS", "40")),
