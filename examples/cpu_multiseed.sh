@@ -10,8 +10,8 @@
 # Resumable: run the same command again after an interruption. Finished runs (last step logged and
 # held-out evaluation written) are kept, an interrupted run resumes from its last checkpoint when
 # trainer.save_freq > 0 (else it starts over, logging to a new <experiment>-2.jsonl), missing runs run.
-# ALGORITHMS: the demo's presets (papo, grpo, dapo, clip_cov, kl_cov) and PAPO's ablations (papo_target,
-# papo_sign, papo_nocorr). About 4-5 minutes per 40-step run at 16 x 8 on 2 cores. Writes OUT_DIR/logs
+# ALGORITHMS: algorithm presets (papo_verl/config/algorithm_preset/: papo, grpo, dapo, papo_dapo, clip_cov,
+# kl_cov, and PAPO's ablations papo_target, papo_sign, papo_nocorr). About 4-5 minutes per 40-step run at 16 x 8 on 2 cores. Writes OUT_DIR/logs
 # (metrics, resolved configs, held-out evaluations), OUT_DIR/validation (verl's validation samples) and
 # OUT_DIR/compare (compare.png, panels/, summary.md, stats.csv, aggregate.csv). The table's "final"
 # values of training metrics are each run's mean over its last FINAL_WINDOW logged steps (default 5);

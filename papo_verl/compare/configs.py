@@ -55,8 +55,9 @@ _A = "actor_rollout_ref.actor."
 SEED_KEYS = ("data.seed", "actor_rollout_ref.rollout.seed", _A + "data_loader_seed")
 VERL_DEFAULT_SEED = 42  # actor_rollout_ref.rollout.seed and actor.data_loader_seed in verl 0.9.1's ppo_trainer
 
-# The keys in which compared algorithms may legitimately differ (as recipes/README.md and
-# tests/recipes/test_recipes_on_cpu.py define them); any other difference is a base-config mismatch.
+# The keys in which compared algorithms may legitimately differ: every key an algorithm preset
+# (papo_verl/config/algorithm_preset/) sets is one (tests/demo_runner/test_presets_on_cpu.py checks it);
+# any other difference is a base-config mismatch.
 ALGORITHM_KEY_PREFIXES = (
     "algorithm.",                   # estimator, GRPO std normalisation, dynamic sampling, papo.*
     _A + "policy_loss.",            # loss_mode and its parameters (clip_cov_*, kl_cov_ratio, ...)

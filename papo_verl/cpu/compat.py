@@ -17,7 +17,7 @@ verl 0.9.1 has no hook for any of them:
    generation takes minutes; on CPU it takes a second, so ``timing_s/gen`` was 2 or 4 s whatever the
    rollout did. :func:`shorten_replay_buffer_poll` makes the default :data:`CPU_POLL_INTERVAL_S`.
 
-All refuse to run on a verl outside the 0.9.x series (:class:`UnsupportedVerlInternals`): their
+All refuse to run on a verl outside the 0.9.x series (:class:`UnsupportedVerlVersion`): their
 targets are private and may move in another release. The engine-device mapping
 (:func:`map_engine_device`) only uses verl's documented ``VERL_ENGINE_DEVICE``/``VERL_ENGINE_VENDOR``
 overrides of ``EngineRegistry.get_engine_cls``.
@@ -31,12 +31,12 @@ import os
 import sys
 from typing import Callable, Optional
 
+from papo_verl.verl_version import INSTALL_HINT, SUPPORTED_VERL_SERIES, UnsupportedVerlVersion, check_verl_version
+
 __all__ = [
     "CPU_POLL_INTERVAL_S",
     "ENGINE_DEVICE_ENV",
     "ENGINE_VENDOR_ENV",
-    "SUPPORTED_VERL_SERIES",
-    "UnsupportedVerlInternals",
     "map_engine_device",
     "patch_process_group_backend",
     "register_rollout_adapter",
@@ -46,36 +46,19 @@ __all__ = [
 
 logger = logging.getLogger("papo_verl")
 
-SUPPORTED_VERL_SERIES = "0.9"
 ENGINE_DEVICE_ENV = "VERL_ENGINE_DEVICE"
 ENGINE_VENDOR_ENV = "VERL_ENGINE_VENDOR"
 _PATCH_ATTR = "__papo_verl_cpu_backend_fix__"
 
 
-class UnsupportedVerlInternals(RuntimeError):
-    """A version-guarded patch of verl internals was asked to run on an unsupported verl."""
-
-
-def _installed_verl_version() -> str:
-    import verl
-
-    return getattr(verl, "__version__", None) or __import__("importlib.metadata").metadata.version("verl")
-
-
 def require_verl_internals(what: str, version: Optional[str] = None) -> str:
-    """Raise :class:`UnsupportedVerlInternals` unless verl is a 0.9.x release; returns the version.
+    """:func:`~papo_verl.verl_version.check_verl_version` before touching the verl internal ``what``; returns the version.
 
-    ``what`` names the internal about to be touched, so the message says exactly what would break.
+    ``what`` is named in the error, so it says exactly what would break.
     """
-    version = str(version if version is not None else _installed_verl_version())
-    if version.split(".")[:2] != SUPPORTED_VERL_SERIES.split("."):
-        raise UnsupportedVerlInternals(
-            f"papo_verl's CPU backend patches {what}, which it has verified only on verl "
-            f"{SUPPORTED_VERL_SERIES}.x; the installed verl is {version}. Install verl 0.9.1 "
-            "(pip install 'verl[verl-core]==0.9.1'), or run on an accelerator host without the CPU backend "
-            "(unset VERL_PLATFORM=cpu)."
-        )
-    return version
+    return check_verl_version(version, consequence=(
+        f"papo_verl's CPU backend did NOT patch {what} (private in verl, verified on {SUPPORTED_VERL_SERIES}.x only; "
+        "on an accelerator host, unset VERL_PLATFORM=cpu to run without the CPU backend)"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,9 +117,9 @@ def register_rollout_adapter(name: str, adapter_fqn: str, version: Optional[str]
 
     registry = getattr(base, "_ROLLOUT_REGISTRY", None)
     if not isinstance(registry, dict):
-        raise UnsupportedVerlInternals(
+        raise UnsupportedVerlVersion(
             f"verl.workers.rollout.base._ROLLOUT_REGISTRY is missing or not a dict in this verl; the {name} rollout "
-            "adapter cannot be registered. Install verl 0.9.1 (pip install 'verl[verl-core]==0.9.1')."
+            f"adapter cannot be registered. Install the supported version: {INSTALL_HINT}."
         )
     registry[(name, "async")] = adapter_fqn
     return f"rollout_adapter:{name}"
@@ -163,10 +146,9 @@ def shorten_replay_buffer_poll(interval_s: float = CPU_POLL_INTERVAL_S, version:
     if getattr(original, _POLL_PATCH_ATTR, None) is None:
         parameter = inspect.signature(original).parameters.get("poll_interval")
         if parameter is None or parameter.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD:
-            raise UnsupportedVerlInternals(
+            raise UnsupportedVerlVersion(
                 "verl.trainer.ppo.v1.replay_buffer.ReplayBuffer.__init__ has no poll_interval argument in this verl; "
-                "papo_verl's CPU backend cannot shorten its polling. Install verl 0.9.1 "
-                "(pip install 'verl[verl-core]==0.9.1')."
+                f"papo_verl's CPU backend cannot shorten its polling. Install the supported version: {INSTALL_HINT}."
             )
 
         @functools.wraps(original)

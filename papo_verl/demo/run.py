@@ -19,78 +19,52 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-__all__ = ["ALGORITHMS", "DemoRun", "demo_overrides", "main", "run_training"]
+from papo_verl.launch import TrainingRun, run_training
 
-# The algorithm keys of recipes/<name>_math.sh (tests/demo/test_presets_on_cpu.py checks they agree),
-# with DAPO's overlong buffer scaled to the demo's short responses.
-ALGORITHMS: dict[str, list[str]] = {
-    "grpo": [
-        "algorithm.adv_estimator=grpo",
-        "algorithm.norm_adv_by_std_in_grpo=True",
-        "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla",
-        "actor_rollout_ref.actor.clip_ratio_low=0.2",
-        "actor_rollout_ref.actor.clip_ratio_high=0.2",
-        "actor_rollout_ref.actor.clip_ratio_c=3.0",
-        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
-        "algorithm.filter_groups.enable=False",
-        "reward.reward_manager.name=naive",
-    ],
-    "dapo": [
-        "algorithm.adv_estimator=grpo",
-        "algorithm.norm_adv_by_std_in_grpo=True",
-        "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla",
-        "actor_rollout_ref.actor.clip_ratio_low=0.2",
-        "actor_rollout_ref.actor.clip_ratio_high=0.28",
-        "actor_rollout_ref.actor.clip_ratio_c=10.0",
-        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
-        "algorithm.filter_groups.enable=True",
-        "algorithm.filter_groups.metric=acc",
-        "algorithm.filter_groups.max_inflight_gen_batches=1",
-        "reward.reward_manager.name=dapo",
-        "+reward.reward_kwargs.overlong_buffer_cfg.enable=True",
-        "+reward.reward_kwargs.overlong_buffer_cfg.len=4",  # recipes: 512 of 3072 tokens; here 4 of ~24
-        "+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor=1.0",
-        "+reward.reward_kwargs.overlong_buffer_cfg.log=False",
-        "+reward.reward_kwargs.max_resp_len=${data.max_response_length}",
-    ],
-}
+__all__ = ["ALGORITHMS", "demo_overrides", "demo_training", "main", "preset_keys"]
 
-# PAPO: GRPO's keys with the PAPO estimator (the recipes' papo_math.sh is grpo_math.sh with that key)
-ALGORITHMS["papo"] = [("algorithm.adv_estimator=papo" if arg.startswith("algorithm.adv_estimator=") else arg)
-                      for arg in ALGORITHMS["grpo"]]
-# verl's entropy-control losses (Cui et al. 2025) on GRPO's advantage, as recipes/{clip,kl}_cov_math.sh
-_GRPO_BASE = [arg for arg in ALGORITHMS["grpo"] if not arg.startswith(("actor_rollout_ref.actor.policy_loss.",
-                                                                         "actor_rollout_ref.actor.clip_ratio_"))]
-ALGORITHMS["clip_cov"] = [*_GRPO_BASE, "actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov",
-                          "actor_rollout_ref.actor.policy_loss.clip_cov_ratio=0.0002",
-                          "actor_rollout_ref.actor.policy_loss.clip_cov_lb=1.0",
-                          "actor_rollout_ref.actor.policy_loss.clip_cov_ub=5.0",
-                          "actor_rollout_ref.actor.clip_ratio_low=1.0", "actor_rollout_ref.actor.clip_ratio_high=1.0",
-                          "actor_rollout_ref.actor.clip_ratio_c=3.0"]
-ALGORITHMS["kl_cov"] = [*_GRPO_BASE, "actor_rollout_ref.actor.policy_loss.loss_mode=kl_cov",
-                        "actor_rollout_ref.actor.policy_loss.kl_cov_ratio=0.002",
-                        "actor_rollout_ref.actor.policy_loss.ppo_kl_coef=1.0",
-                        "actor_rollout_ref.actor.clip_ratio_low=0.2", "actor_rollout_ref.actor.clip_ratio_high=0.2",
-                        "actor_rollout_ref.actor.clip_ratio_c=3.0"]
-# the presets that have a cluster recipe (recipes/<name>_math.sh)
-RECIPE_ALGORITHMS = tuple(ALGORITHMS)
-# PAPO's ablations: the PAPO preset and one algorithm.papo key (docs/algorithm.md §2-§3)
-VARIANTS = {
-    "papo_target": ["algorithm.papo.controller=target"],
-    "papo_sign": ["algorithm.papo.split=advantage_sign"],
-    "papo_nocorr": ["algorithm.papo.correction=none"],
-}
-ALGORITHMS.update({name: [*ALGORITHMS["papo"], *extra] for name, extra in VARIANTS.items()})
+# The demo's algorithms are the presets of the config group papo_verl/config/algorithm_preset/, the same
+# files the cluster recipes select (recipes/<name>_math.sh): grpo, papo, dapo, papo_dapo, clip_cov, kl_cov
+# and PAPO's ablations papo_target, papo_sign, papo_nocorr (the PAPO preset and one algorithm.papo key).
+PRESET_DIR = Path(__file__).resolve().parents[1] / "config" / "algorithm_preset"
+ALGORITHMS = tuple(sorted(path.stem for path in PRESET_DIR.glob("*.yaml")))
+OVERLONG_BUFFER_KEY = "reward.reward_kwargs.overlong_buffer_cfg.len"
+# DAPO's overlong buffer scaled to the demo's short responses (the preset's 512 is of 3072 tokens; here 4 of ~24)
+DEMO_OVERLONG_BUFFER_LEN = 4
+
+
+def preset_keys(name: str) -> dict[str, Any]:
+    """``{dotted key: value}`` that the preset ``algorithm_preset/<name>.yaml`` sets, with the presets its
+    defaults list names merged in order (as Hydra composes them; values unresolved, e.g. ``${data...}``)."""
+    import yaml
+
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown algorithm preset {name!r}; {PRESET_DIR} has {list(ALGORITHMS)}")
+    body = yaml.safe_load(path.read_text()) or {}
+    defaults = body.pop("defaults", ["_self_"])
+    if "_self_" not in defaults or not all(isinstance(entry, str) for entry in defaults):
+        raise ValueError(f"{path}: the defaults list must name presets of the same group and _self_")
+
+    def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {prefix + key: value})
+        return out
+
+    keys: dict[str, Any] = {}
+    for entry in defaults:
+        keys.update(flat(body) if entry == "_self_" else preset_keys(entry))
+    return keys
+
 
 # The demo's scale on 2 CPU cores (everything that is not an algorithm key; shared by every run).
 DEMO_SETTINGS = [
@@ -123,12 +97,13 @@ DEMO_PAPO_SETTINGS = ["algorithm.papo.validate_every=10"]
 def demo_overrides(algorithm: str, seed: int, steps: int, experiment: str, checkpoint_dir: str) -> list[str]:
     """Hydra overrides of one demo run (after the assets' data/model/reward overrides)."""
     if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; the demo knows {sorted(ALGORITHMS)}")
-    papo = "algorithm.adv_estimator=papo" in ALGORITHMS[algorithm]
+        raise ValueError(f"unknown algorithm {algorithm!r}; the demo knows {list(ALGORITHMS)}")
+    keys = preset_keys(algorithm)
     return [
         *DEMO_SETTINGS,
-        *ALGORITHMS[algorithm],
-        *(DEMO_PAPO_SETTINGS if papo else []),
+        f"algorithm_preset={algorithm}",
+        *([f"{OVERLONG_BUFFER_KEY}={DEMO_OVERLONG_BUFFER_LEN}"] if OVERLONG_BUFFER_KEY in keys else []),
+        *(DEMO_PAPO_SETTINGS if keys["algorithm.adv_estimator"] == "papo" else []),
         f"data.seed={seed}", f"actor_rollout_ref.actor.data_loader_seed={seed}", f"actor_rollout_ref.rollout.seed={seed}",
         f"trainer.total_training_steps={steps}",
         f"trainer.test_freq={steps}",  # held-out again at the last step only (the protocol sets its own cadence)
@@ -140,49 +115,23 @@ def demo_overrides(algorithm: str, seed: int, steps: int, experiment: str, check
     ]
 
 
-@dataclass
-class DemoRun:
-    algorithm: str
-    seed: int
-    experiment: str
-    rc: int
-    wall_s: float
-    peak_pss_gib: float
-    peak_rss_gib: float
-    metrics_file: Optional[str]
-    log_file: str
-    largest_at_peak: list = field(default_factory=list)  # [(process name, PSS GiB)] at the PSS peak
-
-
-def run_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra: list[str], echo: bool = True) -> DemoRun:
-    """One ``python -m papo_verl.main --config-name papo_trainer_cpu`` run as its own process tree."""
-    from papo_verl.proctree import ProcessTreeRun
-
+def demo_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra: list[str],
+                  echo: bool = True) -> TrainingRun:
+    """One demo run (:func:`papo_verl.launch.run_training` on the demo's overrides), then its held-out evaluation."""
     experiment = f"{algorithm}-seed{seed}"
     checkpoints = out / "checkpoints" / experiment
     resuming = (checkpoints / "latest_checkpointed_iteration.txt").is_file()
-    cmd = [sys.executable, "-m", "papo_verl.main", "--config-name", "papo_trainer_cpu", *assets.verl_overrides(),
-           *demo_overrides(algorithm, seed, steps, experiment, str(checkpoints)), *extra,
-           # verl resumes from the checkpoint (resume_mode=auto); its validation at that step was dumped already
-           *(["trainer.val_before_train=false"] if resuming else [])]
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VERL_FILE_LOGGER_PATH")}
-    env.update(VERL_FILE_LOGGER_ROOT=str(out / "logs"), TENSORBOARD_DIR=str(out / "tensorboard" / experiment),
-               TOKENIZERS_PARALLELISM="false")
+    overrides = [*assets.verl_overrides(), *demo_overrides(algorithm, seed, steps, experiment, str(checkpoints)), *extra,
+                 # verl resumes from the checkpoint (resume_mode=auto); its validation at that step was dumped already
+                 *(["trainer.val_before_train=false"] if resuming else [])]
     log_file = _new_path(out / f"{experiment}.log")
     print(f"\n=== papo_verl demo: {algorithm} (seed {seed}), {steps} steps{' (resuming)' if resuming else ''}; "
           f"full log {log_file} ===", flush=True)
-    with ProcessTreeRun(cmd, env=env, cwd=str(out), log_path=str(log_file), echo=echo) as run:
-        rc = run.wait(timeout_s=6 * 3600)
-        wall = time.time() - run.started_at
-    text = log_file.read_text(errors="replace")
-    marker = "papo_verl: metrics log "
-    metrics_file = text[text.index(marker) + len(marker):].split(" ", 1)[0] if marker in text else None
-    if rc == 0 and metrics_file:
-        write_heldout(out / "validation" / experiment, Path(metrics_file).with_name(f"{experiment}.eval.jsonl"))
-    gib = 1024 ** 3
-    return DemoRun(algorithm, seed, experiment, rc if rc is not None else -1, wall, run.memory.peak_pss / gib,
-                   run.memory.peak_rss / gib, metrics_file, str(log_file),
-                   [(name, pss / gib) for name, pss in run.memory.top_at_peak])
+    run = run_training(overrides, name=experiment, out=out, log_root=out / "logs", log_file=log_file,
+                       timeout_s=6 * 3600, env={"TENSORBOARD_DIR": str(out / "tensorboard" / experiment)}, echo=echo)
+    if run.rc == 0 and run.metrics_file:
+        write_heldout(out / "validation" / experiment, Path(run.metrics_file).with_name(f"{experiment}.eval.jsonl"))
+    return run
 
 
 def _new_path(path: Path) -> Path:
@@ -201,10 +150,11 @@ def finished_run(out: Path, experiment: str, steps: int) -> Optional[str]:
     logs = [p for p in logs if not p.name.endswith(".eval.jsonl")]
     if not logs or not logs[0].with_name(f"{experiment}.eval.jsonl").exists():
         return None
+    from papo_verl.compare.logs import read_metrics_log
+
     for path in logs:
-        for line in path.read_text().splitlines():
-            if line.strip() and json.loads(line)["data"].get("training/global_step") == steps:
-                return str(logs[-1])
+        if any(metrics.get("training/global_step") == steps for metrics in read_metrics_log(path).values()):
+            return str(logs[-1])
     return None
 
 
@@ -220,14 +170,9 @@ def write_heldout(validation_dir: Path, eval_file: Path) -> Optional[Path]:
 
 
 def _series(metrics_file: str, key: str) -> list[tuple[int, float]]:
-    out = []
-    with open(metrics_file) as fh:
-        for line in fh:
-            if line.strip():
-                row = json.loads(line)
-                if key in row["data"]:
-                    out.append((row["step"], float(row["data"][key])))
-    return out
+    from papo_verl.compare.logs import read_metrics_log
+
+    return [(step, metrics[key]) for step, metrics in read_metrics_log(metrics_file).items() if key in metrics]
 
 
 def _start_end(series: list[tuple[int, float]], k: int = 3) -> tuple[float, float]:
@@ -252,8 +197,9 @@ def parse_task(items: list[str]) -> dict:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m papo_verl.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algorithms", nargs="+", default=None, choices=sorted(ALGORITHMS),
-                        help="algorithms to run (default: papo; with --compare: papo grpo)")
+    parser.add_argument("--algorithms", nargs="+", default=None, choices=ALGORITHMS,
+                        help="algorithm presets to run (papo_verl/config/algorithm_preset/; default: papo; with "
+                             "--compare: papo grpo)")
     parser.add_argument("--compare", action="store_true", help="also run GRPO on the same config and plot both")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=int(os.environ.get("DEMO_STEPS", "40")),
@@ -297,13 +243,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             done = finished_run(out, f"{algorithm}-seed{seed}", args.steps) if args.resume else None
             if done is not None:
                 print(f"papo_verl demo: {algorithm}-seed{seed} finished earlier ({done}); kept", flush=True)
-                runs.append(DemoRun(algorithm, seed, f"{algorithm}-seed{seed}", 0, math.nan, math.nan, math.nan, done,
-                                    "", []))
+                runs.append(TrainingRun(f"{algorithm}-seed{seed}", 0, math.nan, "", done))
                 continue
-            run = run_training(assets, algorithm, seed, args.steps, out, args.overrides, echo=not args.quiet)
+            run = demo_training(assets, algorithm, seed, args.steps, out, args.overrides, echo=not args.quiet)
             runs.append(run)
             if run.rc != 0:
-                print(f"\npapo_verl demo: the {run.experiment} run failed (exit code {run.rc}); see {run.log_file}",
+                print(f"\npapo_verl demo: the {run.name} run failed (exit code {run.rc}); see {run.log_file}",
                       file=sys.stderr)
                 return 1
 
@@ -323,7 +268,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         reward = _series(r.metrics_file, "critic/score/mean")
         entropy = _series(r.metrics_file, "actor/entropy")
         (r0, r1), (h0, h1) = _start_end(reward), _start_end(entropy)
-        line = (f"  {r.experiment:<14} reward {r0:.3f} -> {r1:.3f}   entropy {h0:.3f} -> {h1:.3f} nats   "
+        line = (f"  {r.name:<14} reward {r0:.3f} -> {r1:.3f}   entropy {h0:.3f} -> {h1:.3f} nats   "
                 f"wall {r.wall_s:.0f} s   peak memory {r.peak_pss_gib:.2f} GiB PSS / {r.peak_rss_gib:.2f} GiB RSS")
         tilt = [v for step, v in _series(r.metrics_file, "papo/tilt")
                 if step not in {s for s, w in _series(r.metrics_file, "papo/tracker_warmup") if w}]
@@ -336,13 +281,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(line)
         print("    largest processes at the memory peak (GiB PSS): "
               + ", ".join(f"{name} {pss:.2f}" for name, pss in r.largest_at_peak))
-        eval_file = Path(r.metrics_file).with_name(f"{r.experiment}.eval.jsonl")
+        eval_file = Path(r.metrics_file).with_name(f"{r.name}.eval.jsonl")
         if eval_file.exists():
-            held_out = [json.loads(row) for row in eval_file.read_text().splitlines() if row.strip()]
-            first, last = held_out[0]["data"], held_out[-1]["data"]
+            from papo_verl.compare.logs import read_metrics_log
+
+            held_out = sorted(read_metrics_log(eval_file).items())
+            (first_step, first), (last_step, last) = held_out[0], held_out[-1]
             shown = [k for k in ("eval/pass@1", "eval/pass@4", "eval/pass@16", "eval/distinct_correct") if k in last]
             print("    held-out (" + f"{int(last['eval/n_problems'])} problems x {int(last['eval/n_samples'])}, steps "
-                  f"{held_out[0]['step']} -> {held_out[-1]['step']}): " + ", ".join(
+                  f"{first_step} -> {last_step}): " + ", ".join(
                       f"{k[5:]} {first.get(k, math.nan):.3f} -> {last[k]:.3f} (± {last[k + '_se']:.3f})" for k in shown))
         print(f"    metrics {r.metrics_file}")
     print(f"  figure  {figure}\n  summary {out / 'summary.md'}\n  tensorboard --logdir {out / 'tensorboard'}")

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "papo_verl" / "config"
 A = "actor_rollout_ref.actor."
 
-# Algorithm keys as the recipes set them (recipes/*.sh); seeds as recipes/common.sh sets them.
+# Algorithm keys as the presets set them (papo_verl/config/algorithm_preset/); seeds as recipes/common.sh sets them.
 ALGORITHM_KEYS: dict[str, dict[str, object]] = {
     "grpo": {"algorithm.adv_estimator": "grpo"},
     "papo": {"algorithm.adv_estimator": "papo", "trainer.v1.trainer_mode": "papo"},

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from papo_verl.compare import CompareWarning, load_runs
-from papo_verl.compare.logs import CompareError, discover, read_file_logger_segment
+from papo_verl.compare.logs import CompareError, discover, read_file_logger_records, read_file_logger_segment
 from tests.compare.helpers import (
     run_config,
     synthetic_metrics,
@@ -70,6 +70,10 @@ def test_file_logger_segment_reader_merges_same_step_and_skips_non_numbers(tmp_p
     assert segment[1] == {"a": 1.5, "b": 1.0, "c": 2.0}
     assert list(segment[2]) == ["a"] and math.isnan(segment[2]["a"])
     assert notes == ["x.jsonl: skipped the incomplete last line 4 (the run stopped while writing it)"]
+    # the records underneath: every complete line in order, values as written
+    records, record_notes = read_file_logger_records(log)
+    assert records == [(1, {"a": 1.5, "s": "text", "l": [1, 2], "b": True}), (1, {"c": 2}), (2, {"a": None})]
+    assert record_notes == notes
 
 
 def test_tensorboard_values_are_the_logged_float32(tmp_path):

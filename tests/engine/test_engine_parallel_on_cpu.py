@@ -92,6 +92,7 @@ def _sp_worker(rank, world, port, queue):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # spawns two torch.distributed ranks
 @pytest.mark.parametrize("worker", [_tp_worker, _sp_worker], ids=["tensor_parallel", "ulysses_sp"])
 def test_two_rank_statistics_equal_brute_force(worker):
     ctx = mp.get_context("spawn")

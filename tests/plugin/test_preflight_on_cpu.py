@@ -139,6 +139,7 @@ def test_main_ppo_validate_config_is_wrapped_and_selects_papo(model_dir, parquet
     assert grpo.trainer.v1.trainer_mode == "sync"
 
 
+@pytest.mark.slow  # starts the training entry points in a child python
 @pytest.mark.parametrize("module,args", [
     ("papo_verl.main", ["algorithm.papo.alpha=2"]),
     ("verl.trainer.main_ppo", ["algorithm.adv_estimator=papo", "+algorithm.papo.alpha=2"]),

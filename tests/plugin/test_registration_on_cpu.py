@@ -27,6 +27,7 @@ def test_plain_import_verl_registers_papo_in_a_fresh_interpreter():
     assert "OK papo_verl.estimator True" in proc.stdout
 
 
+@pytest.mark.slow  # starts Ray
 def test_ray_worker_that_imports_verl_sees_papo():
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
@@ -47,15 +48,18 @@ def test_ray_worker_that_imports_verl_sees_papo():
 
 
 def test_unsupported_verl_version_refuses_with_a_clear_message():
+    from papo_verl.cpu import compat
     from papo_verl.plugin import UnsupportedVerlVersion, check_verl_version
 
-    check_verl_version("0.9.1")
-    check_verl_version("0.9.7")
+    assert check_verl_version("0.9.1") == "0.9.1" and check_verl_version("0.9.7") == "0.9.7"
     for bad in ("0.10.0", "0.8.5", "1.0.0"):
         with pytest.raises(UnsupportedVerlVersion) as err:
             check_verl_version(bad)
         msg = str(err.value)
-        assert bad in msg and "0.9" in msg and "pip install" in msg and "NOT registered" in msg
+        assert f"the installed verl is {bad}." in msg and "0.9.x" in msg and "NOT registered" in msg
+        assert msg.endswith("pip install 'verl[verl-core]==0.9.1'.")
+    # the CPU backend's guard is the same check (one version rule, one message)
+    assert compat.check_verl_version is check_verl_version
 
 
 def test_import_time_refusal_logs_loudly_and_registers_nothing():

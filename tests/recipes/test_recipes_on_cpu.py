@@ -1,16 +1,18 @@
-"""The math RLVR recipes (recipes/*.sh).
+"""The math RLVR recipes (recipes/*.sh) and the algorithm presets they select.
 
 * Every recipe's dry run composes and passes papo_verl's pre-Ray checks and verl's own
   ``validate_config``; all recipes are composed in ONE Python process (tests/recipes/_compose_recipes.py,
   fed with ``bash recipes/<x>.sh --print-args``), and one real ``bash recipes/papo_math.sh --dry-run``
   subprocess is checked to print exactly the same resolved config.
-* The compared recipes differ ONLY in algorithm keys: on the fully resolved configs, every key whose
-  value differs from the GRPO recipe's lies in the allowlist below, and the differences are pinned
-  per recipe (they are the table in recipes/README.md).
+* The compared recipes differ ONLY under their presets' keys (papo_verl/config/algorithm_preset/): on
+  the fully resolved configs, every key whose value differs between two recipes is set by one of
+  their presets (or is the run's name, or the trainer mode papo_verl derives from the estimator).
+* The CPU demo's runs of an algorithm resolve the same preset keys as its recipe.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -20,56 +22,25 @@ from pathlib import Path
 
 import pytest
 
+from papo_verl.compare.configs import algorithm_label
+from papo_verl.demo.run import ALGORITHMS, DEMO_OVERLONG_BUFFER_LEN, OVERLONG_BUFFER_KEY, demo_overrides, preset_keys
+
 from .hf_samples import build_math_rl_data
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES_DIR = REPO / "recipes"
 COMPOSER = Path(__file__).with_name("_compose_recipes.py")
 
-RECIPES = {
-    "papo": "papo_math.sh",
-    "grpo": "grpo_math.sh",
-    "dapo": "dapo_math.sh",
-    "papo-dapo": "papo_dapo_math.sh",
-    "clip-cov": "clip_cov_math.sh",
-    "kl-cov": "kl_cov_math.sh",
-}
-
-# --- The "algorithm keys": the only keys in which two compared recipes may differ --------------------
-ALGORITHM_KEY_PREFIXES = (
-    "algorithm.",                            # estimator, GRPO std normalisation, dynamic sampling, papo.*
-    "actor_rollout_ref.actor.policy_loss.",  # loss_mode and its parameters (clip_cov_*, kl_cov_ratio, ...)
-    "reward.reward_kwargs.",                 # DAPO overlong shaping: overlong_buffer_cfg.*, max_resp_len
-)
-ALGORITHM_KEYS = frozenset({
-    "actor_rollout_ref.actor.clip_ratio",       # PPO ratio clip (symmetric form)
-    "actor_rollout_ref.actor.clip_ratio_low",   # decoupled clip (DAPO's clip-higher, Clip-Cov's 1.0/1.0)
-    "actor_rollout_ref.actor.clip_ratio_high",
-    "actor_rollout_ref.actor.clip_ratio_c",     # dual-clip bound for negative advantages
-    "actor_rollout_ref.actor.loss_agg_mode",    # token-mean / seq-mean-... aggregation
-    "reward.reward_manager.name",               # naive, or dapo (the manager applying overlong shaping)
-    "trainer.experiment_name",                  # the run's name (and the paths derived from it)
-    "trainer.v1.trainer_mode",                  # papo_verl sets 'papo' for algorithm.adv_estimator=papo
-})
-
-# The exact differences from grpo_math.sh (besides trainer.experiment_name); = recipes/README.md's table.
-_A = "actor_rollout_ref.actor."
-_DAPO_KEYS = {
-    _A + "clip_ratio_high", _A + "clip_ratio_c",
-    "algorithm.filter_groups.enable", "algorithm.filter_groups.metric",
-    "reward.reward_manager.name",
-    "reward.reward_kwargs.overlong_buffer_cfg.enable", "reward.reward_kwargs.overlong_buffer_cfg.len",
-    "reward.reward_kwargs.overlong_buffer_cfg.penalty_factor", "reward.reward_kwargs.overlong_buffer_cfg.log",
-    "reward.reward_kwargs.max_resp_len",
-}
-_PAPO_KEYS = {"algorithm.adv_estimator", "trainer.v1.trainer_mode"}
-EXPECTED_DIFF_FROM_GRPO = {
-    "papo": _PAPO_KEYS,
-    "dapo": _DAPO_KEYS,
-    "papo-dapo": _PAPO_KEYS | _DAPO_KEYS,
-    "clip-cov": {_A + "policy_loss.loss_mode", _A + "clip_ratio_low", _A + "clip_ratio_high"},
-    "kl-cov": {_A + "policy_loss.loss_mode", _A + "policy_loss.kl_cov_ratio", _A + "policy_loss.ppo_kl_coef"},
-}
+# preset (papo_verl/config/algorithm_preset/<preset>.yaml) -> its recipe
+RECIPES = {preset: f"{preset}_math.sh" for preset in ("papo", "grpo", "dapo", "papo_dapo", "clip_cov", "kl_cov")}
+VARIANTS = ("papo_target", "papo_sign", "papo_nocorr")  # PAPO's ablations: presets without a recipe of their own
+# Keys that differ between runs without being a preset's: the run's name (and the strings derived from
+# it, masked by normalized()), and the trainer mode papo_verl derives from algorithm.adv_estimator.
+NAME_AND_MODE = {"trainer.experiment_name", "trainer.v1.trainer_mode"}
+# papo-compare's labels (papo_verl/compare/configs.py) of each preset's resolved config
+LABELS = {"grpo": "grpo", "papo": "papo", "dapo": "dapo", "papo_dapo": "papo+dapo", "clip_cov": "clip_cov",
+          "kl_cov": "kl_cov", "papo_target": "papo[controller=target]", "papo_sign": "papo[split=advantage_sign]",
+          "papo_nocorr": "papo[correction=none]"}
 
 CKPT_ROOT = "/papo-recipe-test/ckpts"  # never written: dry runs and --print-args only
 DATA_DIR = "/papo-recipe-test/data"
@@ -81,6 +52,8 @@ RECIPE_VARS = sorted(
 def recipe_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in RECIPE_VARS and k not in ("PAPO_DRY_RUN", "HF_HUB_OFFLINE")}
     env.update(PYTHON=sys.executable, CKPT_ROOT=CKPT_ROOT, DATA_DIR=DATA_DIR)
+    # this checkout's papo_verl (and its configs), also where the subprocess runs in a temporary folder
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     env.update(overrides)
     return env
 
@@ -120,8 +93,10 @@ def config_diff(a: dict, b: dict) -> set[str]:
     return {k for k in fa.keys() | fb.keys() if k not in fa or k not in fb or fa[k] != fb[k]}
 
 
-def is_algorithm_key(key: str) -> bool:
-    return key in ALGORITHM_KEYS or key.startswith(ALGORITHM_KEY_PREFIXES)
+def keys_outside_presets(a: dict, b: dict, *presets: str) -> set[str]:
+    """Keys whose resolved values differ between configs ``a`` and ``b`` and that none of ``presets`` sets."""
+    allowed = set().union(*(preset_keys(p) for p in presets)) | NAME_AND_MODE
+    return config_diff(a, b) - allowed
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +105,15 @@ def composed(tmp_path_factory) -> dict[str, dict]:
     tmp = tmp_path_factory.mktemp("recipes")
     data = build_math_rl_data(tmp / "data")
     cases = [{"name": name, "args": print_args(script)} for name, script in RECIPES.items()]
+    cases += [{"name": name, "args": print_args("papo_math.sh", f"algorithm_preset={name}")} for name in VARIANTS]
+    # the CPU demo's runs (papo_trainer_cpu + its settings), composed and resolved only
+    cases += [{"name": f"demo:{name}", "dry_run": False,
+               "args": ["--config-name=papo_trainer_cpu", *demo_overrides(name, 0, 5, f"{name}-seed0", f"/ck/c/{name}")]}
+              for name in ALGORITHMS]
     cases += [
         {"name": "papo@qwen3-8b-base", "args": print_args("papo_math.sh", MODEL_PRESET="qwen3-8b-base", NNODES="2")},
         {"name": "dapo@qwen3-4b-base", "args": print_args("dapo_math.sh", MODEL_PRESET="qwen3-4b-base")},
+        {"name": "papo_dapo@qwen3-4b-base", "args": print_args("papo_dapo_math.sh", MODEL_PRESET="qwen3-4b-base")},
         {"name": "papo+cli",
          "args": print_args("papo_math.sh", "algorithm.papo.alpha=0.3", "data.max_response_length=2048")},
         {"name": "dapo+cli", "args": print_args("dapo_math.sh", "data.max_response_length=2048")},
@@ -166,13 +147,13 @@ def test_every_recipe_dry_run_composes_and_passes_verl_validation(composed, name
     algo, actor = cfg["algorithm"], cfg["actor_rollout_ref"]["actor"]
     estimator, loss_mode, mode = {
         "papo": ("papo", "vanilla", "papo"), "grpo": ("grpo", "vanilla", "sync"), "dapo": ("grpo", "vanilla", "sync"),
-        "papo-dapo": ("papo", "vanilla", "papo"), "clip-cov": ("grpo", "clip_cov", "sync"),
-        "kl-cov": ("grpo", "kl_cov", "sync"),
+        "papo_dapo": ("papo", "vanilla", "papo"), "clip_cov": ("grpo", "clip_cov", "sync"),
+        "kl_cov": ("grpo", "kl_cov", "sync"),
     }[name]
     assert algo["adv_estimator"] == estimator
     assert actor["policy_loss"]["loss_mode"] == loss_mode
     assert cfg["trainer"]["v1"]["trainer_mode"] == mode
-    assert cfg["trainer"]["experiment_name"] == f"{name}-qwen2.5-math-7b-seed1"
+    assert cfg["trainer"]["experiment_name"] == f"{name.replace('_', '-')}-qwen2.5-math-7b-seed1"
 
 
 def test_bash_dry_run_prints_the_same_resolved_config(composed, tmp_path):
@@ -184,19 +165,32 @@ def test_bash_dry_run_prints_the_same_resolved_config(composed, tmp_path):
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing (no Hydra outputs/ folder)
 
 
-@pytest.mark.parametrize("name", [n for n in RECIPES if n != "grpo"])
-def test_recipes_differ_from_grpo_only_in_algorithm_keys(composed, name):
-    diff = config_diff(_config(composed, name), _config(composed, "grpo"))
-    assert {k for k in diff if not is_algorithm_key(k)} == set(), "non-algorithm keys differ"
-    assert diff - {"trainer.experiment_name"} == EXPECTED_DIFF_FROM_GRPO[name]
+def test_resolved_configs_differ_only_under_the_preset_keys(composed):
+    """Any two recipes (and PAPO's ablations, selected on papo_math.sh) differ only in keys of their presets."""
+    names = [*RECIPES, *VARIANTS]
+    for a, b in itertools.combinations(names, 2):
+        outside = keys_outside_presets(_config(composed, a), _config(composed, b), a, b)
+        assert outside == set(), f"{a} vs {b}: keys outside their presets differ: {sorted(outside)}"
+        assert algorithm_label(_config(composed, a)) == LABELS[a]
+    # the check sees a difference of a shared setting
+    outside = keys_outside_presets(_config(composed, "papo+cli"), _config(composed, "papo"), "papo")
+    assert {"data.max_response_length", "actor_rollout_ref.rollout.response_length", "algorithm.papo.alpha"} <= outside
 
 
-def test_pairwise_differences_are_algorithm_keys_only(composed):
-    names = list(RECIPES)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            bad = {k for k in config_diff(_config(composed, a), _config(composed, b)) if not is_algorithm_key(k)}
-            assert bad == set(), f"{a} vs {b}: {sorted(bad)}"
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_demo_and_recipes_resolve_the_same_preset_keys(composed, name):
+    """The CPU demo's run of an algorithm and its recipe agree on every key of the preset, and there are
+    the preset's values (resolved): one set of files for both. DAPO's overlong buffer is sized to the
+    response budget (the demo's ~24 tokens, the recipe's model's); its max_resp_len follows it."""
+    recipe, demo = flatten(_config(composed, name)), flatten(_config(composed, f"demo:{name}"))
+    assert algorithm_label(_config(composed, f"demo:{name}")) == LABELS[name]
+    for key, value in preset_keys(name).items():
+        if key == OVERLONG_BUFFER_KEY:
+            assert (demo[key], recipe[key]) == (DEMO_OVERLONG_BUFFER_LEN, 512)
+        elif key == "reward.reward_kwargs.max_resp_len":
+            assert (demo[key], recipe[key]) == (demo["data.max_response_length"], recipe["data.max_response_length"])
+        else:
+            assert demo[key] == recipe[key] == value, (key, demo[key], recipe[key], value)
 
 
 def test_algorithm_values(composed):
@@ -209,11 +203,11 @@ def test_algorithm_values(composed):
     assert dapo["reward"]["reward_manager"]["name"] == "dapo"
     assert dapo["reward"]["reward_kwargs"] == {
         "overlong_buffer_cfg": {"enable": True, "len": 512, "penalty_factor": 1.0, "log": False}, "max_resp_len": 3072}
-    clip_cov = actor("clip-cov")
+    clip_cov = actor("clip_cov")
     assert (clip_cov["policy_loss"]["clip_cov_ratio"], clip_cov["policy_loss"]["clip_cov_lb"],
             clip_cov["policy_loss"]["clip_cov_ub"]) == (0.0002, 1.0, 5.0)
     assert (clip_cov["clip_ratio_low"], clip_cov["clip_ratio_high"]) == (1.0, 1.0)
-    kl_cov = actor("kl-cov")["policy_loss"]
+    kl_cov = actor("kl_cov")["policy_loss"]
     assert (kl_cov["kl_cov_ratio"], kl_cov["ppo_kl_coef"]) == (0.002, 1.0)
     for name in RECIPES:  # shared by all: no KL, no entropy bonus, no reference model
         a = actor(name)
@@ -250,10 +244,11 @@ def test_model_presets(composed):
     assert papo["actor_rollout_ref"]["model"]["path"] == "Qwen/Qwen3-8B-Base"
     assert (papo["data"]["max_response_length"], papo["trainer"]["nnodes"]) == (8192, 2)
     assert papo["trainer"]["experiment_name"] == "papo-qwen3-8b-base-seed1"
-    dapo = _config(composed, "dapo@qwen3-4b-base")
-    assert dapo["actor_rollout_ref"]["model"]["path"] == "Qwen/Qwen3-4B-Base"
-    assert dapo["reward"]["reward_kwargs"]["overlong_buffer_cfg"]["len"] == 1536
-    assert dapo["reward"]["reward_kwargs"]["max_resp_len"] == 8192
+    for name in ("dapo", "papo_dapo"):  # the presets with overlong shaping take the model's buffer
+        dapo = _config(composed, f"{name}@qwen3-4b-base")
+        assert dapo["actor_rollout_ref"]["model"]["path"] == "Qwen/Qwen3-4B-Base"
+        assert dapo["reward"]["reward_kwargs"]["overlong_buffer_cfg"]["len"] == 1536
+        assert dapo["reward"]["reward_kwargs"]["max_resp_len"] == 8192
 
 
 def test_extra_arguments_pass_through_as_hydra_overrides(composed):
@@ -314,7 +309,8 @@ def test_help_and_direct_use_of_common():
 def test_recipe_scripts_share_the_base_and_the_entry_point(script):
     text = (RECIPES_DIR / script).read_text()
     assert subprocess.run(["bash", "-n", str(RECIPES_DIR / script)]).returncode == 0
-    assert "set -euo pipefail" in text and 'common.sh"' in text
-    assert re.search(r"^papo_recipe_main \S+ \"\$@\"$", text, re.M)
-    assert not re.search(r"^\s*(exec\s+)?\S*python", text, re.M)  # launched by common.sh only
+    # a recipe selects its preset and nothing else: no override, no launch of its own
+    code = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert code == ["set -euo pipefail", 'source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"',
+                    f'papo_recipe_main {script.removesuffix("_math.sh")} "$@"']
     assert "-m papo_verl.main" in (RECIPES_DIR / "common.sh").read_text()

@@ -36,6 +36,7 @@ def fetch(tq, batch, fields):
     return data
 
 
+@pytest.mark.slow  # starts Ray (the TransferQueue fixture)
 def test_advantage_stage_writes_papo_advantages_and_labels(transfer_queue):
     tq = transfer_queue
     cfg = compose_config("actor_rollout_ref.rollout.n=4", "algorithm.papo.warmup_steps=1")
@@ -80,6 +81,7 @@ def test_advantage_stage_writes_papo_advantages_and_labels(transfer_queue):
     tq.kv_clear(keys=batch.keys, partition_id=batch.partition_id)
 
 
+@pytest.mark.slow  # starts Ray (the TransferQueue fixture)
 def test_alpha_zero_equals_verl_grpo_trainer_stage(transfer_queue):
     """Drift detector: with α = 0 the PAPO stage writes exactly what verl's own GRPO stage writes."""
     tq = transfer_queue
@@ -118,6 +120,7 @@ class _Loader:
         self.state = state
 
 
+@pytest.mark.slow  # starts Ray (the TransferQueue fixture)
 def test_checkpoint_round_trip_and_resume_reproduce_phase_weights(transfer_queue, tmp_path):
     tq = transfer_queue
     ckpt = str(tmp_path / "ckpt")

@@ -1,0 +1,69 @@
+"""papo_verl.launch.run_training (the demo's and the e2e tests' launcher) around a stand-in for verl's main:
+the environment it passes, the metrics log it finds, the training steps it reads, the files a run left."""
+
+import math
+import os
+import sys
+import uuid
+
+from papo_verl.launch import metrics_file_in_log, run_training
+
+FAKE_MAIN = r"""#!/bin/sh
+echo "ARGS $*"
+env | grep -E '^(RAY_ADDRESS|VERL_FILE_LOGGER_PATH|VERL_FILE_LOGGER_ROOT|TOKENIZERS_PARALLELISM|PROBE_[A-Z]+)=' | sort
+log="$VERL_FILE_LOGGER_ROOT/proj/exp.jsonl"
+mkdir -p "$VERL_FILE_LOGGER_ROOT/proj"
+printf '%s\n' '{"step": 0, "data": {"val-core/acc": 0.5}}' \
+    '{"step": 1, "data": {"training/global_step": 1, "critic/score/mean": 0.25}}' \
+    '{"step": 2, "data": {"training/global_step": 2, "critic/score/mean": null}}' > "$log"
+echo "papo_verl: metrics log $log (resolved config beside it)"
+touch "/dev/shm/$PROBE_SHM"
+exit 3
+"""
+
+
+def test_run_training_passes_the_environment_and_reads_the_run(tmp_path, monkeypatch):
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_MAIN)
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    monkeypatch.setenv("RAY_ADDRESS", "someone-elses-cluster:6379")
+    monkeypatch.setenv("VERL_FILE_LOGGER_PATH", "/elsewhere/x.jsonl")
+    monkeypatch.setenv("PROBE_INHERITED", "kept")
+    monkeypatch.setenv("PROBE_REMOVED", "gone")
+    shm = f"papo-launch-test-{uuid.uuid4().hex}"
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        run = run_training(["a=1", "+b=two"], name="exp", out=out, log_root=out / "logs", log_file=out / "exp.log",
+                           timeout_s=60, config_name="cfg",
+                           env={"PROBE_SHM": shm, "PROBE_REMOVED": None, "PROBE_ADDED": "yes"})
+    finally:
+        if os.path.exists(f"/dev/shm/{shm}"):
+            os.remove(f"/dev/shm/{shm}")
+    log = (out / "exp.log").read_text()
+    assert run.name == "exp" and run.rc == 3 and run.log_file == str(out / "exp.log") and run.log_tail == log
+    assert "ARGS -m papo_verl.main --config-name cfg a=1 +b=two\n" in log
+    env_lines = [line for line in log.splitlines() if "=" in line and not line.startswith(("ARGS", "papo_verl"))]
+    assert env_lines == ["PROBE_ADDED=yes", "PROBE_INHERITED=kept", f"PROBE_SHM={shm}", "TOKENIZERS_PARALLELISM=false",
+                         f"VERL_FILE_LOGGER_ROOT={out / 'logs'}"]
+    assert run.metrics_file == str(out / "logs" / "proj" / "exp.jsonl")
+    assert list(run.steps) == [1, 2] and run.steps[1] == {"training/global_step": 1.0, "critic/score/mean": 0.25}
+    assert run.steps[2]["training/global_step"] == 2.0 and math.isnan(run.steps[2]["critic/score/mean"])  # null
+    assert f"/dev/shm/{shm}" in run.left_behind and run.leftovers == []
+    assert run.peak_rss_gib > 0 and run.wall_s > 0
+
+
+def test_run_training_stops_a_run_past_its_timeout(tmp_path, monkeypatch):
+    fake = tmp_path / "fake-python"
+    fake.write_text("#!/bin/sh\necho started\nexec sleep 120\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    run = run_training([], name="slow", out=tmp_path, log_root=tmp_path, log_file=tmp_path / "slow.log", timeout_s=1)
+    assert run.rc == -1 and run.metrics_file is None and run.steps == {} and run.leftovers == []
+    assert run.log_tail == "started\n" and run.wall_s < 60
+
+
+def test_metrics_file_in_log():
+    assert metrics_file_in_log("x\npapo_verl: metrics log /a/b/c.jsonl (resolved config beside it)\n") == "/a/b/c.jsonl"
+    assert metrics_file_in_log("no file logger\n") is None
