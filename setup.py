@@ -39,7 +39,7 @@ setup(
         "gpu": ["verl[vllm]==0.9.1", "flash-attn==2.8.3"],
     },
     entry_points={
-        "verl.plugins": ["papo_verl = papo_verl.plugin"],
+        "verl.plugins": ["papo_verl = papo_verl.integration.plugin"],
         "console_scripts": ["papo-compare = papo_verl.compare.cli:main"],
     },
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Driver-side PAPO advantage versus verl's GRPO advantage, on CPU (the driver runs there).
 
-PAPO's driver work per step (what ``papo_verl.trainer`` does between the θ_old pass and the
+PAPO's driver work per step (what ``papo_verl.integration.trainer`` does between the θ_old pass and the
 update) is timed against verl's registered ``grpo`` estimator on the same batch:
 
 * ``grpo``              — ``core_algos.get_adv_estimator_fn("grpo")`` (verl's default GRPO path).
@@ -111,10 +111,10 @@ def main(argv=None) -> None:
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
     from papo_verl.algorithm import group_ids, ratio_mean_stderr
-    from papo_verl.config import PapoConfig
-    from papo_verl.estimator import register
+    from papo_verl.algorithm.config import PapoConfig
+    from papo_verl.integration.estimator import register
     from papo_verl.kernels.advantage import response_sums
-    from papo_verl.tracker import EntropyTracker
+    from papo_verl.algorithm.tracker import EntropyTracker
 
     register()
     grpo = get_adv_estimator_fn("grpo")

@@ -95,7 +95,7 @@ def main(argv=None) -> None:
     from benchinfo import git_commit
     from verl.workers.config import HFModelConfig
 
-    import papo_verl.plugin  # noqa: F401  -- the CPU platform and vLLM rollout, as in every verl process
+    import papo_verl.integration.plugin  # noqa: F401  -- the CPU platform and vLLM rollout, as in every verl process
     from papo_verl.cpu.vllm_rollout import CpuVllmReplica
     from papo_verl.demo.assets import ensure_assets
 

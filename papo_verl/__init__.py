@@ -3,12 +3,12 @@
 ``from papo_verl import EntropyTracker`` gives the driver-side phase controller; the algorithm core
 is :mod:`papo_verl.algorithm` (the reference formulas; the production paths the trainer runs are in
 :mod:`papo_verl.kernels`). Importing this package does not import verl; verl imports
-:mod:`papo_verl.plugin` through its ``verl.plugins`` entry point.
+:mod:`papo_verl.integration.plugin` through its ``verl.plugins`` entry point.
 """
 
 from papo_verl.algorithm import LogitStats, logit_statistics, papo_advantage, polarity, polarity_coefficient
-from papo_verl.config import PapoConfig, PapoConfigError
-from papo_verl.tracker import EntropyTracker, PhaseWeights
+from papo_verl.algorithm.config import PapoConfig, PapoConfigError
+from papo_verl.algorithm.tracker import EntropyTracker, PhaseWeights
 
 __version__ = "0.1.0"
 

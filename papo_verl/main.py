@@ -1,7 +1,7 @@
 """``python -m papo_verl.main [hydra overrides]``: verl's v1 PPO entry point with PAPO's config.
 
 Composes ``papo_verl/config/papo_trainer.yaml`` (verl's ``ppo_trainer`` + ``algorithm.papo``),
-runs every check before Ray starts (:mod:`papo_verl.preflight`), then hands over to verl's
+runs every check before Ray starts (:mod:`papo_verl.integration.preflight`), then hands over to verl's
 ``run_ppo`` with its ``TaskRunnerV1``. ``algorithm_preset=<name>`` picks an algorithm's keys
 (``papo_verl/config/algorithm_preset/``: grpo, papo, dapo, ...; default papo).
 ``algorithm.adv_estimator=papo`` selects the PAPO trainer; any other estimator runs verl's stock
@@ -22,7 +22,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from papo_verl.config import PapoConfigError
+from papo_verl.algorithm.config import PapoConfigError
 
 DRY_RUN_ENV = "PAPO_DRY_RUN"
 FILE_LOGGER_ENV = "VERL_FILE_LOGGER_PATH"
@@ -69,8 +69,8 @@ def reserve_run_files(config: DictConfig) -> Optional[str]:
 
 
 def run(config: DictConfig, dry_run: bool | None = None) -> None:
-    import papo_verl.plugin  # noqa: F401  -- registrations in this (driver) process, even without the entry point
-    from papo_verl import preflight
+    import papo_verl.integration.plugin  # noqa: F401  -- registrations in this (driver) process, even without the entry point
+    from papo_verl.integration import preflight
     from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config

@@ -37,12 +37,12 @@ def worked_example(eta: float = 1e-4) -> list[dict]:
 
 
 def main() -> None:
-    import verl  # noqa: F401  -- loads papo_verl.plugin through verl's entry point
+    import verl  # noqa: F401  -- loads papo_verl.integration.plugin through verl's entry point
     import verl.trainer.ppo.v1  # noqa: F401  -- the trainer and engine components register when these import
     import verl.workers.engine  # noqa: F401
     from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
 
-    from papo_verl import plugin
+    from papo_verl.integration import plugin
 
     print(f"verl {verl.__version__}; papo_verl registered: {', '.join(plugin.registered) or 'nothing'}")
     print(f"'papo' in verl's advantage-estimator registry: {'papo' in ADV_ESTIMATOR_REGISTRY}")

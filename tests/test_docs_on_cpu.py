@@ -5,15 +5,15 @@ import re
 
 import yaml
 
-from papo_verl.config import PapoConfig, yaml_block_markdown
-from papo_verl.metrics import METRICS_GLOSSARY, glossary_markdown
+from papo_verl.algorithm.config import PapoConfig, yaml_block_markdown
+from papo_verl.algorithm.metrics import METRICS_GLOSSARY, glossary_markdown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
 
 
 def test_readme_metrics_glossary_is_current():
-    assert glossary_markdown() in README, "regenerate with `python -m papo_verl.metrics` and paste into README.md"
+    assert glossary_markdown() in README, "regenerate with `python -m papo_verl.algorithm.metrics` and paste into README.md"
     for name in METRICS_GLOSSARY:
         assert f"`{name}`" in README
 
@@ -81,3 +81,33 @@ def test_relative_links_of_the_docs_exist():
         text = open(path, encoding="utf-8").read()
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
             assert os.path.exists(os.path.join(os.path.dirname(path), target)), f"{path}: broken link {target}"
+
+
+def _prose_files():
+    docs = os.path.join(ROOT, "docs")
+    return [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "recipes", "README.md"),
+            *(os.path.join(docs, name) for name in sorted(os.listdir(docs)) if name.endswith(".md"))]
+
+
+def test_every_repository_path_the_docs_and_code_name_exists():
+    """`papo_verl/...`, `recipes/...`, `tests/...` named in the docs or in a docstring is a real file or folder."""
+    pattern = re.compile(r"(?<![\w./-])((?:papo_verl|recipes|tests|bench|examples|docs)/[\w./-]*\w/?)")
+    sources = _prose_files() + [os.path.join(d, f) for d, _, files in os.walk(os.path.join(ROOT, "papo_verl"))
+                                for f in files if f.endswith((".py", ".yaml"))]
+    missing = []
+    for path in sources:
+        for target in set(pattern.findall(open(path, encoding="utf-8").read())):
+            if "*" in target or "<" in target or not os.path.exists(os.path.join(ROOT, target.rstrip("/"))):
+                if "*" not in target and "<" not in target:
+                    missing.append(f"{os.path.relpath(path, ROOT)}: {target}")
+    assert not missing, "\n".join(sorted(missing))
+
+
+def test_no_file_cites_a_document_outside_the_repository():
+    sources = _prose_files() + [os.path.join(d, f) for top in ("papo_verl", "tests", "recipes", "examples", "bench")
+                                for d, _, files in os.walk(os.path.join(ROOT, top))
+                                for f in files if f.endswith((".py", ".sh", ".md", ".yaml"))]
+    sources.remove(os.path.abspath(__file__))
+    offending = [os.path.relpath(path, ROOT) for path in sources if re.search(r"PAPO\.md|\.\./shared|integration map",
+                                                                              open(path, encoding="utf-8").read())]
+    assert not offending, offending

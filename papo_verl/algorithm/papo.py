@@ -40,7 +40,7 @@ Deviations and implementation choices (README "Faithfulness notes", docs/algorit
   ``mass_reduce`` (an all-reduce) so every rank uses the same weights.
 * D5 — the first-order identity (E4) holds for a softmax over free logits; in a network the logits
   move together, so how well polarity predicts the entropy change is measured on the step's own batch
-  (``validate_every``: :mod:`papo_verl.validation`), not assumed.
+  (``validate_every``: :mod:`papo_verl.algorithm.validation`), not assumed.
 * D6 — the controller's input is ``H̄`` with its standard error (:func:`entropy_mean_stderr`), each
   prompt's response group one sampling unit. ``split="advantage_sign"`` (ablation) labels branches by
   ``sign(−A_t)`` instead of ``sign(ρ_t)``.
@@ -55,8 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-CORRECTIONS = ("exact", "none")
-SPLITS = ("polarity", "advantage_sign")
+from papo_verl.algorithm.config import CORRECTIONS, SPLITS  # the knobs' choices, defined once
 
 
 def _dtype(*tensors: Optional[Tensor]) -> torch.dtype:

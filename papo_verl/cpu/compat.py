@@ -31,7 +31,7 @@ import os
 import sys
 from typing import Callable, Optional
 
-from papo_verl.verl_version import INSTALL_HINT, SUPPORTED_VERL_SERIES, UnsupportedVerlVersion, check_verl_version
+from papo_verl.integration.verl_version import INSTALL_HINT, SUPPORTED_VERL_SERIES, UnsupportedVerlVersion, check_verl_version
 
 __all__ = [
     "CPU_POLL_INTERVAL_S",
@@ -52,7 +52,7 @@ _PATCH_ATTR = "__papo_verl_cpu_backend_fix__"
 
 
 def require_verl_internals(what: str, version: Optional[str] = None) -> str:
-    """:func:`~papo_verl.verl_version.check_verl_version` before touching the verl internal ``what``; returns the version.
+    """:func:`~papo_verl.integration.verl_version.check_verl_version` before touching the verl internal ``what``; returns the version.
 
     ``what`` is named in the error, so it says exactly what would break.
     """

@@ -39,7 +39,7 @@ __all__ = ["DemoAssetError", "DemoAssets", "DemoRecipe", "check_model_dir", "def
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-_SOURCES = ("papo_verl/tiny.py", "papo_verl/demo/task.py", "papo_verl/demo/reward.py", "papo_verl/demo/data.py",
+_SOURCES = ("papo_verl/demo/tiny.py", "papo_verl/demo/task.py", "papo_verl/demo/reward.py", "papo_verl/demo/data.py",
             "papo_verl/demo/pretrain.py", "papo_verl/demo/evaluate.py", "papo_verl/demo/assets.py")
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -209,7 +209,7 @@ def _entry_complete(entry: Path) -> bool:
 
 def build_entry(recipe: DemoRecipe, out: Path, log: Callable[[str], None]) -> dict:
     """Build every asset of ``recipe`` into the (empty) folder ``out``; returns the manifest."""
-    from papo_verl import tiny
+    from papo_verl.demo import tiny
     from papo_verl.demo.data import check_dataset, write_parquet
     from papo_verl.demo.evaluate import evaluate_policy
     from papo_verl.demo.pretrain import pretrain, trace_stream

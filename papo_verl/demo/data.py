@@ -75,7 +75,7 @@ def check_dataset(path: str, tokenizer=None, max_prompt_length: Optional[int] = 
         tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
     if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
         raise DemoDataError("the tokenizer has no chat_template, so verl cannot render the chat prompts; use the "
-                            "demo model folder's tokenizer (papo_verl.tiny.build_tokenizer sets one)")
+                            "demo model folder's tokenizer (papo_verl.demo.tiny.build_tokenizer sets one)")
 
     max_tokens = 0
     for i, row in enumerate(df.itertuples(index=False)):

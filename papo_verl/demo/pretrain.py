@@ -1,6 +1,6 @@
 """Supervised pre-training of the demo's tiny policy on synthetic solution traces (CPU, minutes).
 
-The policy is a small ``Qwen2ForCausalLM`` made by :func:`papo_verl.tiny.build_model` and trained
+The policy is a small ``Qwen2ForCausalLM`` made by :func:`papo_verl.demo.tiny.build_model` and trained
 here with plain teacher forcing on ``chat prompt -> one valid solution + <|im_end|>``: the loss is
 on the response tokens only, and each example shows a uniformly chosen distinct answer of its
 problem, so the model learns a spread over the valid answers (not one favourite). The budget is
@@ -24,7 +24,7 @@ __all__ = ["ModelConfig", "PretrainConfig", "PretrainResult", "chat_prompt_ids",
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of the tiny Qwen2 policy (passed to :func:`papo_verl.tiny.build_model`)."""
+    """Shape of the tiny Qwen2 policy (passed to :func:`papo_verl.demo.tiny.build_model`)."""
 
     hidden_size: int = 128
     num_layers: int = 4

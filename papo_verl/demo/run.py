@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-from papo_verl.launch import TrainingRun, run_training
+from papo_verl.demo.launch import TrainingRun, run_training
 
 __all__ = ["ALGORITHMS", "demo_overrides", "demo_training", "main", "preset_keys"]
 
@@ -117,7 +117,7 @@ def demo_overrides(algorithm: str, seed: int, steps: int, experiment: str, check
 
 def demo_training(assets, algorithm: str, seed: int, steps: int, out: Path, extra: list[str],
                   echo: bool = True) -> TrainingRun:
-    """One demo run (:func:`papo_verl.launch.run_training` on the demo's overrides), then its held-out evaluation."""
+    """One demo run (:func:`papo_verl.demo.launch.run_training` on the demo's overrides), then its held-out evaluation."""
     experiment = f"{algorithm}-seed{seed}"
     checkpoints = out / "checkpoints" / experiment
     resuming = (checkpoints / "latest_checkpointed_iteration.txt").is_file()

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from papo_verl.algorithm.papo import LogitStats
-from papo_verl.config import STATS_BACKENDS
+from papo_verl.algorithm.config import STATS_BACKENDS
 from papo_verl.kernels.logit_sums import chunked_logit_sums
 
 __all__ = ["CONFIG_KEY", "STATS_BACKENDS", "logit_partial_sums_rows", "logit_stats", "resolve_backend",
@@ -81,7 +81,7 @@ def resolve_backend(backend: str, device: Union[str, torch.device]) -> tuple[str
         ``(path, reason)`` with ``path`` in ``{"triton", "torch"}``.
 
     Raises:
-        ValueError: ``backend`` is not one of :data:`papo_verl.config.STATS_BACKENDS`.
+        ValueError: ``backend`` is not one of :data:`papo_verl.algorithm.config.STATS_BACKENDS`.
         RuntimeError: ``backend == "triton"`` but Triton is unusable here (the message names
             ``algorithm.papo.stats_backend`` and the fix).
     """

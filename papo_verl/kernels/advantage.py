@@ -215,7 +215,7 @@ def papo_advantage(
     """(A1)–(A4) on one batch; the arguments are those of :func:`papo_verl.algorithm.papo.papo_advantage`, plus:
 
     Args:
-        with_row_stats: also collect the per-response aggregates that :func:`papo_verl.metrics.
+        with_row_stats: also collect the per-response aggregates that :func:`papo_verl.algorithm.metrics.
             advantage_metrics` needs (Σ|P|, sampled-term disagreements).
         coefficient: optional ``[B, T]`` polarity coefficients ``P_t`` already computed by the actor
             (same ``correction``); then ``sum_pi_squared`` and ``sum_pi_squared_log_pi`` may be None.

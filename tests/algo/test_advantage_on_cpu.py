@@ -20,7 +20,7 @@ from papo_verl.algorithm import (
 )
 from papo_verl.algorithm import papo as reference
 from papo_verl.kernels import advantage as production
-from papo_verl.metrics import advantage_metrics
+from papo_verl.algorithm.metrics import advantage_metrics
 
 from .helpers import make_batch
 

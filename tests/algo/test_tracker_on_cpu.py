@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from papo_verl import EntropyTracker, PapoConfig, PapoConfigError, PhaseWeights
-from papo_verl.tracker import evidence_gate
+from papo_verl.algorithm.tracker import evidence_gate
 
 SEEDS = range(60)  # noise draws per scenario (the issue asks for >= 50)
 

@@ -1,4 +1,4 @@
-"""The driver side of the polarity validation (papo_verl.validation): identities and brute force."""
+"""The driver side of the polarity validation (papo_verl.algorithm.validation): identities and brute force."""
 
 import json
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from papo_verl.validation import ValidationHistory, branch_response_metrics, same_batch_metrics
+from papo_verl.algorithm.validation import ValidationHistory, branch_response_metrics, same_batch_metrics
 
 
 @pytest.mark.parametrize("split", ["polarity", "advantage_sign"])

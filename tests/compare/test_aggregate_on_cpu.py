@@ -61,6 +61,7 @@ def _assert_frame_matches(agg: pd.DataFrame, expected: dict):
             assert math.isnan(agg.loc[step, "std"])
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_mean_and_std_per_step_match_numpy(three_seeds_each):
     root, written = three_seeds_each
     comparison, messages = _load(root)
@@ -127,6 +128,7 @@ def test_markdown_final_best_and_auc_match_numpy_and_scipy(three_seeds_each):
                 assert _parse(rows[(metric, "auc", algorithm)][1])[0] == pytest.approx(np.mean(aucs), rel=1e-3)
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_baseline_difference_is_welchs(three_seeds_each, tmp_path):
     from scipy import stats
 
@@ -151,6 +153,7 @@ def test_baseline_difference_is_welchs(three_seeds_each, tmp_path):
         pytest.approx(welch.pvalue, rel=1e-9)
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_cli_writes_aggregate_csv_with_numpys_values(three_seeds_each, tmp_path, capsys):
     root, written = three_seeds_each
     assert main([str(root), "-o", str(tmp_path / "out")]) == 0
@@ -166,6 +169,7 @@ def test_cli_writes_aggregate_csv_with_numpys_values(three_seeds_each, tmp_path,
     assert stdout.strip() == (tmp_path / "out" / "summary.md").read_text().strip()
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_different_horizons_are_warned_and_compared_on_the_common_one(tmp_path):
     written = {}
     for algorithm, seed, last in (("papo", 1, 8), ("papo", 2, 8), ("grpo", 1, 5), ("grpo", 2, 7)):
@@ -194,6 +198,7 @@ def test_different_horizons_are_warned_and_compared_on_the_common_one(tmp_path):
     assert "max step 50 is beyond the common horizon; comparing on steps ≤ 5" in messages
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_final_window_averages_each_runs_last_steps_before_the_seed_statistics(three_seeds_each, tmp_path, capsys):
     root, written = three_seeds_each
     comparison, _ = _load(root, final_window=3)

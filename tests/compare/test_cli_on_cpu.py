@@ -36,6 +36,7 @@ def _module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           cwd=cwd, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_python_dash_m_writes_every_output(two_algorithms, tmp_path):
     proc = _module(str(two_algorithms / "papo"), str(two_algorithms / "grpo"), "--svg", "-o", "report", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -55,6 +56,7 @@ def test_python_dash_m_writes_every_output(two_algorithms, tmp_path):
     assert "warning" not in proc.stderr  # one base config, same horizons, seeds from the configs
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_help_lists_the_options(tmp_path):
     proc = _module("--help", cwd=tmp_path)
     assert proc.returncode == 0
@@ -63,12 +65,14 @@ def test_help_lists_the_options(tmp_path):
         assert option in proc.stdout
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_extra_metric_gets_a_panel_and_a_row(two_algorithms, tmp_path, capsys):
     assert main([str(two_algorithms), "-o", str(tmp_path), "--metric", "critic/rewards/mean"]) == 0
     assert (tmp_path / "panels" / "critic_rewards_mean.png").is_file()
     assert "| `critic/rewards/mean` | final | papo | 2 |" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_extra_metric_no_run_logged_is_warned_with_the_close_names(two_algorithms, tmp_path, capsys):
     assert main([str(two_algorithms), "-o", str(tmp_path), "--metric", "critic/reward/mean"]) == 0
     captured = capsys.readouterr()
@@ -173,6 +177,7 @@ def test_runs_without_a_common_step(tmp_path, capsys):
     assert _error([tmp_path], capsys) == "the runs have no step in common (a-seed1: steps 1..3, b-seed1: steps 10..11)"
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_skip_invalid_keeps_the_good_runs(tmp_path, capsys):
     write_file_run(tmp_path, run_config("papo", 1, "papo-seed1", project="p"), synthetic_metrics("papo", 1, range(1, 4)))
     broken = tmp_path / "p" / "broken.jsonl"
@@ -186,6 +191,7 @@ def test_skip_invalid_keeps_the_good_runs(tmp_path, capsys):
     assert "skipped a run" in (tmp_path / "out" / "summary.md").read_text()
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_tensorboard_and_file_runs_compare_together(tmp_path, capsys):
     write_tensorboard_run(tmp_path / "tensorboard_log" / "p" / "papo-seed1", "p", "papo-seed1",
                           synthetic_metrics("papo", 1, range(1, 5)))

@@ -30,6 +30,7 @@ def test_label_of_each_recipe_algorithm_from_the_resolved_config(algorithm):
     assert algorithm_label(config) == algorithm
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_runs_group_by_algorithm_and_seed_from_configs(tmp_path):
     for algorithm in ("papo", "grpo", "dapo"):
         for seed in (1, 2, 3):
@@ -80,6 +81,7 @@ def test_seed_from_the_experiment_name_when_the_config_sets_none(tmp_path):
     assert messages == []
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_label_from_experiment_and_from_regex(tmp_path):
     for name in ("papoA-seed1", "papoA-seed2", "grpoB-seed1"):
         write_file_run(tmp_path, run_config("grpo", int(name[-1]), name), synthetic_metrics("grpo", 1, STEPS))
@@ -134,12 +136,12 @@ def test_experiment_name_is_masked_only_in_derived_strings():
     config = {"trainer": {"experiment_name": "papo", "project_name": "e2e", "log_dir": "runs/e2e/papo",
                           "v1": {"trainer_mode": "papo"}},
               "actor_rollout_ref": {"rollout": {"trace": {"experiment_name": "papo"}, "file": "out/papo.jsonl"}},
-              "custom": {"target": "papo_verl.loss.fn"},
+              "custom": {"target": "papo_verl.integration.loss.fn"},
               "algorithm": {"adv_estimator": "papo"}}
     assert normalized(config) == {
         "trainer.log_dir": "runs/e2e/<experiment>", "trainer.v1.trainer_mode": "papo",
         "actor_rollout_ref.rollout.file": "out/<experiment>.jsonl",
-        "custom.target": "papo_verl.loss.fn", "algorithm.adv_estimator": "papo"}
+        "custom.target": "papo_verl.integration.loss.fn", "algorithm.adv_estimator": "papo"}
 
 
 def test_runs_named_like_their_algorithm_still_show_the_algorithm_keys(tmp_path):

@@ -36,6 +36,7 @@ def _runs(paths):
         return load_runs(paths)
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_png_and_panels_with_papo_only_for_papo(runs_dir, tmp_path):
     root, _ = runs_dir
     result = plot_runs(_runs([root]), tmp_path / "cmp.png", panel_dir=tmp_path / "panels")
@@ -59,6 +60,7 @@ def test_png_and_panels_with_papo_only_for_papo(runs_dir, tmp_path):
     assert result.files[0] == tmp_path / "cmp.png" and len(result.files) == 1 + len(result.panels)
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_svg_when_asked(runs_dir, tmp_path):
     root, _ = runs_dir
     result = plot_runs(_runs([root]), tmp_path / "cmp.png", svg=True)  # per-panel SVGs: see test_cli_on_cpu
@@ -90,6 +92,7 @@ def test_curve_is_the_mean_over_seeds_with_a_std_band(runs_dir):
     assert vertices[:, 1].min() == pytest.approx(lower.min(), rel=1e-9)
 
 
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_single_run_figure_for_the_demo(runs_dir, tmp_path):
     """The CPU demo's use: one PAPO run's reward, entropy and phase weights in one PNG."""
     _, written = runs_dir

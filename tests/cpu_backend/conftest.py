@@ -1,4 +1,4 @@
-"""Fixtures of the CPU-backend tests: one tiny random Qwen2 (papo_verl.tiny) per session."""
+"""Fixtures of the CPU-backend tests: one tiny random Qwen2 (papo_verl.demo.tiny) per session."""
 
 import pytest
 
@@ -6,7 +6,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A local HF folder (tokenizer with ChatML template + random 2-layer Qwen2, float32)."""
-    from papo_verl.tiny import build_tiny_assets
+    from papo_verl.demo.tiny import build_tiny_assets
 
     return build_tiny_assets(str(tmp_path_factory.mktemp("tiny_qwen2")))
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from papo_verl.cpu import checks, vllm_compat
 from papo_verl.cpu.checks import check_cpu_backend
-from papo_verl.preflight import PreflightError
+from papo_verl.integration.preflight import PreflightError
 
 CONFIG_DIR = os.path.join(os.path.dirname(__import__("papo_verl").__file__), "config")
 
@@ -141,8 +141,8 @@ def test_configs_without_a_rollout_choice_are_left_to_verl(cpu_host):
 
 def test_dry_runs_warn_instead_of_failing(cpu_host, monkeypatch, caplog):
     """A cluster recipe (vllm with sleep mode, tp=2) dry-run on a laptop: prepare(check_files=False) only warns."""
-    import papo_verl.plugin  # noqa: F401  -- registers the check with preflight, as in every verl process
-    from papo_verl.preflight import prepare
+    import papo_verl.integration.plugin  # noqa: F401  -- registers the check with preflight, as in every verl process
+    from papo_verl.integration.preflight import prepare
 
     gpu_run = cpu_config(**{"actor_rollout_ref.rollout.tensor_model_parallel_size": 2,
                             "algorithm.adv_estimator": "grpo"})
@@ -178,8 +178,8 @@ def test_accelerator_hosts_are_left_alone(gpu_host, monkeypatch):
 
 
 def test_the_check_is_registered_with_preflight():
-    import papo_verl.plugin  # noqa: F401
-    from papo_verl import preflight
+    import papo_verl.integration.plugin  # noqa: F401
+    from papo_verl.integration import preflight
 
     assert check_cpu_backend in preflight._EXTRA_CHECKS
 
@@ -193,7 +193,7 @@ def compose(name, overrides):
 
 
 def test_papo_trainer_cpu_composes_on_papo_trainer_and_passes_every_pre_ray_check(cpu_host):
-    from papo_verl import preflight
+    from papo_verl.integration import preflight
 
     cfg = compose("papo_trainer_cpu", ["actor_rollout_ref.rollout.n=2", "trainer.n_gpus_per_node=2"])
     base = OmegaConf.load(os.path.join(CONFIG_DIR, "papo_trainer.yaml"))
@@ -207,6 +207,7 @@ def test_papo_trainer_cpu_composes_on_papo_trainer_and_passes_every_pre_ray_chec
     check_cpu_backend(cfg)
 
 
+@pytest.mark.slow  # a child python imports verl
 def test_main_refuses_verls_gpu_defaults_before_starting_ray(tiny_model_dir, tmp_path):
     """`python -m papo_verl.main` (the cluster config: sleep mode, tp=2, flash attention) on this CPU host:
     exit 2, every problem named with the CPU config as the fix, and no Ray."""

@@ -33,6 +33,7 @@ def test_activation_rules():
     assert forced_platform({"VERL_PLATFORM": ""}) is None
 
 
+@pytest.mark.slow  # a child python imports verl
 @cpu_host_only
 def test_plain_import_verl_selects_the_cpu_platform_and_the_cpu_vllm_rollout():
     out = run_python("""
@@ -78,13 +79,14 @@ def test_plain_import_verl_selects_the_cpu_platform_and_the_cpu_vllm_rollout():
     assert "PG True True" in out
 
 
+@pytest.mark.slow  # a child python imports verl
 def test_forcing_another_platform_leaves_verl_untouched():
     """VERL_PLATFORM=nvidia (what an accelerator host resolves to): no cpu platform, verl's own vLLM rollout,
     no patch, no distribution alias."""
     out = run_python("""
         import os
         import verl
-        import papo_verl.plugin
+        import papo_verl.integration.plugin
         from verl.utils.device import get_device_name
         from verl.plugin.platform import PlatformRegistry
         from verl.workers.rollout.replica import RolloutReplicaRegistry
@@ -98,7 +100,7 @@ def test_forcing_another_platform_leaves_verl_untouched():
         print("STATE", get_device_name(), PlatformRegistry.get("cpu"), RolloutReplicaRegistry._registry["vllm"].__name__,
               base._ROLLOUT_REGISTRY[("vllm", "async")], os.environ.get("VERL_ENGINE_DEVICE"),
               hasattr(dist.initialize_global_process_group_ray, "__papo_verl_cpu_backend_fix__"),
-              "preflight:cpu-backend" in papo_verl.plugin.registered, "platform:cpu" in papo_verl.plugin.registered,
+              "preflight:cpu-backend" in papo_verl.integration.plugin.registered, "platform:cpu" in papo_verl.integration.plugin.registered,
               any(isinstance(f, VllmDistributionAlias) for f in sys.meta_path),
               ReplayBuffer(**args).poll_interval)
     """, VERL_PLATFORM="nvidia")
@@ -106,17 +108,19 @@ def test_forcing_another_platform_leaves_verl_untouched():
             "False 2.0") in out
 
 
+@pytest.mark.slow  # a child python imports verl
 def test_verl_platform_cpu_forces_the_cpu_backend():
     """VERL_PLATFORM=cpu is honoured by verl's platform manager itself; the plugin then activates."""
     out = run_python("""
         import verl
         from verl.utils.device import get_device_name
-        import papo_verl.plugin
-        print("FORCED", get_device_name(), "rollout_replica:vllm" in papo_verl.plugin.registered)
+        import papo_verl.integration.plugin
+        print("FORCED", get_device_name(), "rollout_replica:vllm" in papo_verl.integration.plugin.registered)
     """, VERL_PLATFORM="cpu")
     assert "FORCED cpu True" in out
 
 
+@pytest.mark.slow  # a child python imports verl
 @cpu_host_only
 def test_process_group_backend_fix_is_needed_and_works():
     """verl's own function builds 'cpu:gloo,cpu:gloo' on CPU and torch rejects it; the wrapper initialises gloo."""

@@ -9,7 +9,7 @@ from papo_verl.cpu.compat import (
     register_rollout_adapter,
     require_verl_internals,
 )
-from papo_verl.verl_version import UnsupportedVerlVersion
+from papo_verl.integration.verl_version import UnsupportedVerlVersion
 
 
 @pytest.mark.parametrize("version", ["0.10.0", "0.8.5", "1.0.0", "0.10.0.dev0"])

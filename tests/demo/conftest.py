@@ -14,7 +14,7 @@ def demo_problems():
 
 @pytest.fixture(scope="session")
 def demo_tokenizer_dir(tmp_path_factory, demo_problems):
-    from papo_verl import tiny
+    from papo_verl.demo import tiny
     from papo_verl.demo.assets import tiny_chat
     from papo_verl.demo.task import sample_trace
 

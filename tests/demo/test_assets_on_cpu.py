@@ -98,7 +98,7 @@ def test_model_dir_checks_name_the_fault(tmp_path, demo_tokenizer_dir):
 
     from transformers import AutoTokenizer
 
-    from papo_verl import tiny
+    from papo_verl.demo import tiny
 
     folder = tmp_path / "m"
     tok = AutoTokenizer.from_pretrained(demo_tokenizer_dir)

@@ -21,7 +21,7 @@ def test_pass_at_k_estimator():
 def test_pretraining_lowers_the_loss_and_the_model_evaluates(tmp_path, demo_tokenizer_dir, demo_problems):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from papo_verl import tiny
+    from papo_verl.demo import tiny
 
     tok = AutoTokenizer.from_pretrained(demo_tokenizer_dir)
     model_dir = str(tmp_path / "policy")
@@ -49,7 +49,7 @@ def test_pretraining_lowers_the_loss_and_the_model_evaluates(tmp_path, demo_toke
 def test_stream_that_runs_dry_is_reported(tmp_path, demo_tokenizer_dir, demo_problems):
     from transformers import AutoTokenizer
 
-    from papo_verl import tiny
+    from papo_verl.demo import tiny
 
     tok = AutoTokenizer.from_pretrained(demo_tokenizer_dir)
     model_dir = str(tmp_path / "policy")

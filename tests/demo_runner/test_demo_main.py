@@ -11,7 +11,7 @@ import pytest
 
 from papo_verl.compare.analysis import format_mean_std
 from papo_verl.compare.logs import read_file_logger_records
-from papo_verl.launch import host_files
+from papo_verl.demo.launch import host_files
 from tests.compare.helpers import png_size
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""papo_verl.launch.run_training (the demo's and the e2e tests' launcher) around a stand-in for verl's main:
+"""papo_verl.demo.launch.run_training (the demo's and the e2e tests' launcher) around a stand-in for verl's main:
 the environment it passes, the metrics log it finds, the training steps it reads, the files a run left."""
 
 import math
@@ -6,7 +6,7 @@ import os
 import sys
 import uuid
 
-from papo_verl.launch import metrics_file_in_log, run_training
+from papo_verl.demo.launch import metrics_file_in_log, run_training
 
 FAKE_MAIN = r"""#!/bin/sh
 echo "ARGS $*"

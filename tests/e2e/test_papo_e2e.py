@@ -22,8 +22,8 @@ import yaml
 
 from papo_verl import EntropyTracker, PapoConfig
 from papo_verl.compare.logs import read_file_logger_records
-from papo_verl.metrics import METRICS_GLOSSARY
-from papo_verl.trainer import PAPO_STATE_VERSION
+from papo_verl.algorithm.metrics import METRICS_GLOSSARY
+from papo_verl.integration.trainer import PAPO_STATE_VERSION
 
 pytestmark = pytest.mark.slow
 

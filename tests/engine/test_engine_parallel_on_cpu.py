@@ -33,7 +33,7 @@ def _tp_worker(rank, world, port, queue):
         from torch.distributed.tensor import Shard, distribute_tensor
 
         import verl  # noqa: F401
-        from papo_verl.engine import token_statistics
+        from papo_verl.integration.engine import token_statistics
 
         g = torch.Generator().manual_seed(0)
         logits = torch.randn(TOTAL, VOCAB, generator=g) * 3  # same on every rank
@@ -55,7 +55,7 @@ def _sp_worker(rank, world, port, queue):
         from tensordict import TensorDict
 
         import verl  # noqa: F401
-        from papo_verl.engine import STATS_FLAG, SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY, \
+        from papo_verl.integration.engine import STATS_FLAG, SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY, \
             PapoFSDPEngineWithLMHead
         from verl.utils import tensordict_utils as tu
         from verl.utils import torch_functional as verl_F

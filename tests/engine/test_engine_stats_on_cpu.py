@@ -8,9 +8,9 @@ import torch
 from tensordict import TensorDict
 
 import verl  # noqa: F401
-from papo_verl.engine import ENTROPY_KEY, POLARITY_KEY, STATS_FLAG, SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY, \
+from papo_verl.integration.engine import ENTROPY_KEY, POLARITY_KEY, STATS_FLAG, SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY, \
     PapoFSDPEngineWithLMHead
-from papo_verl.tiny import build_tiny_assets
+from papo_verl.demo.tiny import build_tiny_assets
 from verl.utils import tensordict_utils as tu
 from verl.utils import torch_functional as verl_F
 from verl.utils.dataset.dataset_utils import DatasetPadMode

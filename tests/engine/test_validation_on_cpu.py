@@ -1,6 +1,6 @@
 """Validation of polarity in the actor engine (docs/algorithm.md §4) on a real FSDP2 engine over gloo.
 
-A real :class:`~papo_verl.engine.PapoFSDPEngineWithLMHead` (verl's FSDP2 set-up, optimizer and
+A real :class:`~papo_verl.integration.engine.PapoFSDPEngineWithLMHead` (verl's FSDP2 set-up, optimizer and
 ``forward_backward_batch``) on a tiny Qwen2 runs in spawned ranks; the main process checks it against
 float64 autograd on the same weights:
 
@@ -60,8 +60,8 @@ def _engine_worker(rank, world, port, folder, micro_batch, queue):
         from tensordict import TensorDict
 
         import verl  # noqa: F401
-        from papo_verl.engine import STATS_FLAG, _policy_gradient_loss
-        from papo_verl.fields import (VAL_ADVANTAGES_FIELD, VAL_BRANCH_KEY, VAL_FIRST_ORDER_KEY, VAL_OUTPUT_PREFIX,
+        from papo_verl.integration.engine import STATS_FLAG, _policy_gradient_loss
+        from papo_verl.integration.fields import (VAL_ADVANTAGES_FIELD, VAL_BRANCH_KEY, VAL_FIRST_ORDER_KEY, VAL_OUTPUT_PREFIX,
                                       VAL_POLARITY_FIELD, VALIDATE_FLAG)
         from verl.trainer.config import CheckpointConfig
         from verl.utils import tensordict_utils as tu
@@ -186,7 +186,7 @@ def flat_grad(value, model):
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    from papo_verl.tiny import build_tiny_assets
+    from papo_verl.demo.tiny import build_tiny_assets
 
     folder = str(tmp_path_factory.mktemp("tiny_validation"))
     build_tiny_assets(folder, num_layers=1, hidden_size=32)

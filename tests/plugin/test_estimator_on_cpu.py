@@ -7,9 +7,9 @@ from omegaconf import OmegaConf
 import verl  # noqa: F401  -- loads the plugin
 from papo_verl.algorithm import group_ids
 from papo_verl.kernels.advantage import papo_advantage
-from papo_verl.config import PapoConfigError
-from papo_verl.estimator import PapoInputsMissing, compute_papo_outcome_advantage
-from papo_verl.tracker import PhaseWeights
+from papo_verl.algorithm.config import PapoConfigError
+from papo_verl.integration.estimator import PapoInputsMissing, compute_papo_outcome_advantage
+from papo_verl.algorithm.tracker import PhaseWeights
 from verl import DataProto
 from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage, get_adv_estimator_fn
 from verl.trainer.ppo.ray_trainer import compute_advantage

@@ -13,10 +13,10 @@ from omegaconf import open_dict
 
 import papo_verl
 import verl  # noqa: F401
-from papo_verl.config import PapoConfigError
+from papo_verl.algorithm.config import PapoConfigError
 from papo_verl.cpu.detect import accelerator_evidence
-from papo_verl.preflight import PreflightError, prepare
-from papo_verl.tiny import build_tokenizer
+from papo_verl.integration.preflight import PreflightError, prepare
+from papo_verl.demo.tiny import build_tokenizer
 
 CONFIG_DIR = os.path.join(os.path.dirname(papo_verl.__file__), "config")
 VERL_CONFIG_DIR = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
@@ -88,6 +88,7 @@ def test_bad_configs_fail_with_the_key(model_dir, parquet, overrides, match):
         prepare(cfg)
 
 
+@pytest.mark.slow  # a child python imports verl
 def test_bad_files_fail_clearly(model_dir, parquet, tmp_path):
     good, bad = parquet
     with pytest.raises(PreflightError, match=r"lacks verl's column\(s\) \['prompt', 'data_source', 'reward_model'\]"):
@@ -144,6 +145,7 @@ def test_main_ppo_validate_config_is_wrapped_and_selects_papo(model_dir, parquet
     ("papo_verl.main", ["algorithm.papo.alpha=2"]),
     ("verl.trainer.main_ppo", ["algorithm.adv_estimator=papo", "+algorithm.papo.alpha=2"]),
 ])
+@pytest.mark.slow  # a child python imports verl
 def test_entry_points_fail_before_ray_starts(module, args):
     start = time.time()
     proc = subprocess.run([sys.executable, "-m", module, *args, "actor_rollout_ref.rollout.n=4"],

@@ -14,6 +14,7 @@ def run_python(code, **env):
                           env=full_env, timeout=300)
 
 
+@pytest.mark.slow  # a child python imports verl
 def test_plain_import_verl_registers_papo_in_a_fresh_interpreter():
     proc = run_python("""
         import sys
@@ -21,10 +22,10 @@ def test_plain_import_verl_registers_papo_in_a_fresh_interpreter():
         from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY, get_adv_estimator_fn
         assert "papo" in ADV_ESTIMATOR_REGISTRY, sorted(ADV_ESTIMATOR_REGISTRY)
         fn = get_adv_estimator_fn("papo")
-        print("OK", fn.__module__, "papo_verl.plugin" in sys.modules)
+        print("OK", fn.__module__, "papo_verl.integration.plugin" in sys.modules)
     """, VERL_USE_EXTERNAL_MODULES="")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "OK papo_verl.estimator True" in proc.stdout
+    assert "OK papo_verl.integration.estimator True" in proc.stdout
 
 
 @pytest.mark.slow  # starts Ray
@@ -49,7 +50,7 @@ def test_ray_worker_that_imports_verl_sees_papo():
 
 def test_unsupported_verl_version_refuses_with_a_clear_message():
     from papo_verl.cpu import compat
-    from papo_verl.plugin import UnsupportedVerlVersion, check_verl_version
+    from papo_verl.integration.plugin import UnsupportedVerlVersion, check_verl_version
 
     assert check_verl_version("0.9.1") == "0.9.1" and check_verl_version("0.9.7") == "0.9.7"
     for bad in ("0.10.0", "0.8.5", "1.0.0"):
@@ -62,6 +63,7 @@ def test_unsupported_verl_version_refuses_with_a_clear_message():
     assert compat.check_verl_version is check_verl_version
 
 
+@pytest.mark.slow  # a child python imports verl
 def test_import_time_refusal_logs_loudly_and_registers_nothing():
     """Simulate verl 0.10 at plugin import: an ERROR log names both versions; 'papo' stays unregistered."""
     proc = run_python("""
@@ -69,10 +71,10 @@ def test_import_time_refusal_logs_loudly_and_registers_nothing():
         import verl
         from verl.trainer.ppo import core_algos
         core_algos.ADV_ESTIMATOR_REGISTRY.pop("papo", None)
-        del sys.modules["papo_verl.plugin"]
+        del sys.modules["papo_verl.integration.plugin"]
         verl.__version__ = "0.10.0"
         try:
-            import papo_verl.plugin
+            import papo_verl.integration.plugin
         except Exception as e:
             print("RAISED", type(e).__name__)
         print("REGISTERED", "papo" in core_algos.ADV_ESTIMATOR_REGISTRY)
@@ -82,9 +84,10 @@ def test_import_time_refusal_logs_loudly_and_registers_nothing():
     assert "PAPO could not be registered" in proc.stderr and "0.10.0" in proc.stderr and "0.9.1" in proc.stderr
 
 
-@pytest.mark.parametrize("module", ["papo_verl.trainer", "papo_verl.engine", "papo_verl.loss", "papo_verl.cpu"])
+@pytest.mark.slow  # a child python imports verl
+@pytest.mark.parametrize("module", ["papo_verl.integration.trainer", "papo_verl.integration.engine", "papo_verl.integration.loss", "papo_verl.cpu"])
 def test_importing_a_component_first_still_registers_everything(module):
-    """`import papo_verl.trainer` before verl: verl loads the plugin while the module is half-defined."""
+    """`import papo_verl.integration.trainer` before verl: verl loads the plugin while the module is half-defined."""
     proc = run_python(f"""
         import {module}
         from verl.trainer.ppo.v1 import get_trainer_cls

@@ -12,7 +12,7 @@ each list exactly as ``python -m papo_verl.main`` does (the ``--config-name=`` i
 cases.json: ``[{"name": str, "args": [str, ...], "check_files": bool, "dry_run": bool}, ...]``
 (``dry_run`` false: compose and resolve only, e.g. a CPU demo run's arguments);
 results.json: ``{name: {"yaml": str, "config": dict} | {"error": str}}``. ``check_files`` also runs
-``papo_verl.preflight.check_model_and_data`` (model folder or hub id, parquet columns) for real.
+``papo_verl.integration.preflight.check_model_and_data`` (model folder or hub id, parquet columns) for real.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main(cases_path: str, out_path: str) -> None:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from papo_verl import preflight
+    from papo_verl.integration import preflight
     from papo_verl.main import run
 
     with open(cases_path, encoding="utf-8") as fh:

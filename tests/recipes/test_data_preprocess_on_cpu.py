@@ -169,7 +169,7 @@ def test_outputs_load_together_in_verls_dataset(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    from papo_verl.tiny import build_tokenizer
+    from papo_verl.demo.tiny import build_tokenizer
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
     files = build_math_rl_data(tmp_path / "data")

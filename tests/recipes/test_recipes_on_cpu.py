@@ -141,6 +141,7 @@ def _config(composed: dict, name: str) -> dict:
     return result["config"]
 
 
+@pytest.mark.slow  # a child python imports verl
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_every_recipe_dry_run_composes_and_passes_verl_validation(composed, name):
     cfg = _config(composed, name)
@@ -156,6 +157,7 @@ def test_every_recipe_dry_run_composes_and_passes_verl_validation(composed, name
     assert cfg["trainer"]["experiment_name"] == f"{name.replace('_', '-')}-qwen2.5-math-7b-seed1"
 
 
+@pytest.mark.slow  # a child python imports verl
 def test_bash_dry_run_prints_the_same_resolved_config(composed, tmp_path):
     proc = run_recipe("papo_math.sh", "--dry-run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]

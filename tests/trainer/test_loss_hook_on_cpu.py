@@ -7,8 +7,8 @@ from tensordict import TensorDict
 
 import verl  # noqa: F401
 from papo_verl.algorithm import logit_statistics, polarity_coefficient
-from papo_verl.engine import POLARITY_KEY, SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY
-from papo_verl.loss import BRANCH_FIELD, PHASE_KEY, RAW_COUNT_KEYS, PapoPolicyLoss, branch_shares
+from papo_verl.integration.engine import POLARITY_KEY, SUM_PI_SQUARED_KEY, SUM_PI_SQUARED_LOG_PI_KEY
+from papo_verl.integration.loss import BRANCH_FIELD, PHASE_KEY, RAW_COUNT_KEYS, PapoPolicyLoss, branch_shares
 from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.metric import Metric, reduce_metrics

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import verl  # noqa: F401  -- plugin
-from papo_verl.estimator import compute_papo_outcome_advantage
-from papo_verl.metrics import METRICS_GLOSSARY
-from papo_verl.trainer import PAPO_STATE_FILE, PAPO_STATE_VERSION, PapoState, PapoTrainer
-from papo_verl.tracker import PhaseWeights
+from papo_verl.integration.estimator import compute_papo_outcome_advantage
+from papo_verl.algorithm.metrics import METRICS_GLOSSARY
+from papo_verl.integration.trainer import PAPO_STATE_FILE, PAPO_STATE_VERSION, PapoState, PapoTrainer
+from papo_verl.algorithm.tracker import PhaseWeights
 from verl.trainer.ppo.v1 import PPOTrainerSync
 from verl.workers.utils.padding import response_from_nested
 
@@ -25,7 +25,7 @@ def bare_trainer(cls, cfg, steps=1):
     trainer.config = cfg
     trainer.global_steps = steps
     if cls is PapoTrainer:
-        from papo_verl.estimator import papo_config_from_algorithm
+        from papo_verl.integration.estimator import papo_config_from_algorithm
 
         trainer.papo = PapoState(papo_config_from_algorithm(cfg.algorithm))
     return trainer
@@ -177,7 +177,7 @@ def test_checkpoint_round_trip_and_resume_reproduce_phase_weights(transfer_queue
 
 
 def test_state_file_version_is_checked(tmp_path):
-    from papo_verl.config import PapoConfig
+    from papo_verl.algorithm.config import PapoConfig
 
     state = PapoState(PapoConfig())
     path = state.save(str(tmp_path))

@@ -46,7 +46,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from papo_verl.config import PapoConfig, PapoConfigError
+from papo_verl.algorithm.config import PapoConfig, PapoConfigError
 
 __all__ = ["EntropyTracker", "PhaseWeights", "TRACKER_STATE_VERSION", "evidence_gate"]
 

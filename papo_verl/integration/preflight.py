@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from papo_verl.config import PapoConfig, PapoConfigError
+from papo_verl.algorithm.config import PapoConfig, PapoConfigError
 
 __all__ = ["PreflightError", "TRAINER_MODE", "install_validate_config_guard", "prepare", "register_check"]
 
@@ -107,7 +107,7 @@ def check_papo_config(config: DictConfig) -> PapoConfig:
     if plugins != "auto" and "papo_verl" not in plugins.split(",") and "papo_verl" not in modules:
         raise PreflightError(
             f"VERL_USE_EXTERNAL_PLUGINS={plugins} disables the papo_verl entry point, so Ray workers would not register "
-            "PAPO; add papo_verl to it or set VERL_USE_EXTERNAL_MODULES=papo_verl.plugin."
+            "PAPO; add papo_verl to it or set VERL_USE_EXTERNAL_MODULES=papo_verl.integration.plugin."
         )
     return papo
 

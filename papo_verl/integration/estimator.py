@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 
 from papo_verl.algorithm import group_ids
-from papo_verl.config import PapoConfig
+from papo_verl.algorithm.config import PapoConfig
 from papo_verl.kernels.advantage import papo_advantage
-from papo_verl.metrics import advantage_metrics
-from papo_verl.tracker import PhaseWeights
+from papo_verl.algorithm.metrics import advantage_metrics
+from papo_verl.algorithm.tracker import PhaseWeights
 
 __all__ = ["ESTIMATOR_NAME", "PapoInputsMissing", "compute_papo_outcome_advantage", "papo_config_from_algorithm"]
 
@@ -80,7 +80,7 @@ def compute_papo_outcome_advantage(
         entropys: ``(bs, T)`` token entropy H.
         sum_pi_squared: ``(bs, T)`` Σ_a π_a².
         sum_pi_squared_log_pi: ``(bs, T)`` Σ_a π_a² log π_a.
-        phase_weights: :class:`~papo_verl.tracker.PhaseWeights` or ``(expand, contract)`` before conservation.
+        phase_weights: :class:`~papo_verl.algorithm.tracker.PhaseWeights` or ``(expand, contract)`` before conservation.
 
     Optional:
         polarity_coefficient: ``(bs, T)`` ``P_t`` already computed from the same statistics (the PAPO

@@ -1,6 +1,6 @@
 """Validation of polarity on the step's own batch (docs/algorithm.md §4): the driver's side, pure torch.
 
-Every ``validate_every`` steps the PAPO trainer asks the actor (:mod:`papo_verl.engine`) for
+Every ``validate_every`` steps the PAPO trainer asks the actor (:mod:`papo_verl.integration.engine`) for
 
 * the **branch response** at θ_old: ``r_S = −∇H̄·∇L_S``, the first-order change of the batch's
   token-mean entropy ``H̄`` caused by a unit SGD step on the policy-gradient loss
@@ -11,7 +11,7 @@ Every ``validate_every`` steps the PAPO trainer asks the actor (:mod:`papo_verl.
   ``∇H̄(θ_old)·(θ_new − θ_old)``, the first-order prediction of the realised change.
 
 :func:`branch_response_metrics` and :func:`same_batch_metrics` turn them into ``papo/val/*`` metrics
-(glossary in :mod:`papo_verl.metrics`); :class:`ValidationHistory` keeps the across-step pairs.
+(glossary in :mod:`papo_verl.algorithm.metrics`); :class:`ValidationHistory` keeps the across-step pairs.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from verl.utils.device import get_device_id
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
 from papo_verl.algorithm import polarity_coefficient
-from papo_verl.fields import (  # re-exported: the engine's output names
+from papo_verl.integration.fields import (  # re-exported: the engine's output names
     ENTROPY_KEY,
     OUTPUT_KEYS,
     POLARITY_KEY,
@@ -340,6 +340,6 @@ def register() -> list[str]:
 
 
 # if this module's own imports loaded verl (and so this plugin) while it was half-defined, register now
-from papo_verl import plugin as _plugin  # noqa: E402
+from papo_verl.integration import plugin as _plugin  # noqa: E402
 
 _plugin.complete_registration(__name__)

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import torch
 
 from papo_verl.algorithm import polarity_coefficient
-from papo_verl.fields import BRANCH_FIELD, ENTROPY_KEY, PHASE_KEY, POLARITY_KEY, SUM_PI_SQUARED_KEY, \
+from papo_verl.integration.fields import BRANCH_FIELD, ENTROPY_KEY, PHASE_KEY, POLARITY_KEY, SUM_PI_SQUARED_KEY, \
     SUM_PI_SQUARED_LOG_PI_KEY
 
 __all__ = ["BRANCH_FIELD", "PHASE_KEY", "PapoPolicyLoss", "RAW_COUNT_KEYS", "branch_shares"]

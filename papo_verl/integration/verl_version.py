@@ -1,6 +1,6 @@
 """The one verl version guard: papo_verl supports verl 0.9.x (pinned 0.9.1) and refuses any other.
 
-Used by :mod:`papo_verl.plugin` before it registers anything, and by the CPU backend before it touches
+Used by :mod:`papo_verl.integration.plugin` before it registers anything, and by the CPU backend before it touches
 verl internals (:mod:`papo_verl.cpu.compat`). Plain Python: importing it imports nothing of verl.
 """
 

@@ -3,7 +3,7 @@
 :func:`run_training` is shared by the CPU demo (:mod:`papo_verl.demo.run`) and the end-to-end tests
 (``tests/e2e/fixtures.py``): it starts verl's main in a subprocess (a fresh local Ray cluster; the file
 logger's folder set by ``VERL_FILE_LOGGER_ROOT``), samples the memory of its whole process tree
-(:class:`papo_verl.proctree.ProcessTreeRun`), removes whatever of the tree survives it, and reports
+(:class:`papo_verl.demo.proctree.ProcessTreeRun`), removes whatever of the tree survives it, and reports
 what the run left in /dev/shm or loose in /tmp (:func:`host_files`) and the metrics it logged.
 """
 
@@ -79,7 +79,7 @@ def run_training(overrides: Sequence[str], *, name: str, out: Path, log_root: Pa
     with ``echo``). A run past ``timeout_s`` is terminated and gets ``rc=-1``.
     """
     from papo_verl.compare.logs import read_metrics_log
-    from papo_verl.proctree import ProcessTreeRun
+    from papo_verl.demo.proctree import ProcessTreeRun
 
     out, log_file = Path(out), Path(log_file)
     cmd = [sys.executable, "-m", "papo_verl.main", "--config-name", config_name, *overrides]
