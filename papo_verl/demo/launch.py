@@ -40,7 +40,7 @@ class TrainingRun:
     peak_pss_gib: float = math.nan  # summed over the process tree
     peak_rss_gib: float = math.nan
     largest_at_peak: list = field(default_factory=list)  # [(process name, PSS GiB)] at the PSS peak
-    leftovers: list = field(default_factory=list)  # processes of the tree still alive after the clean-up
+    leftovers: list = field(default_factory=list)  # "name (pid N)" of the tree's processes that outlived the run
     left_behind: list = field(default_factory=list)  # host_files() entries that appeared during the run
     log_tail: str = ""  # the last LOG_TAIL_CHARS characters of log_file
     steps: dict = field(default_factory=dict)  # training step -> {metric: float} (records with training/global_step)
@@ -70,13 +70,14 @@ def metrics_file_in_log(text: str) -> Optional[str]:
 
 def run_training(overrides: Sequence[str], *, name: str, out: Path, log_root: Path, log_file: Path,
                  timeout_s: float, config_name: str = "papo_trainer_cpu", env: Optional[Mapping[str, Optional[str]]] = None,
-                 echo: bool = False) -> TrainingRun:
+                 echo: bool = False, shutdown_grace_s: float = 10.0) -> TrainingRun:
     """Run ``python -m papo_verl.main --config-name <config_name> <overrides>`` in ``out`` and measure it.
 
     ``log_root`` becomes ``VERL_FILE_LOGGER_ROOT`` (the metrics log is ``<log_root>/<project>/<experiment>.jsonl``
     or, if that exists, ``-2``, ``-3`` …); ``env`` adds variables to this process's environment (``None``
     removes one; :data:`DROPPED_ENV` are always removed). The output goes to ``log_file`` (and to stdout
-    with ``echo``). A run past ``timeout_s`` is terminated and gets ``rc=-1``.
+    with ``echo``). A run past ``timeout_s`` is terminated and gets ``rc=-1``. Processes of the tree still alive
+    ``shutdown_grace_s`` after the command ended are reported in ``leftovers``, then removed.
     """
     from papo_verl.compare.logs import read_metrics_log
     from papo_verl.demo.proctree import ProcessTreeRun
@@ -91,10 +92,11 @@ def run_training(overrides: Sequence[str], *, name: str, out: Path, log_root: Pa
         else:
             run_env[key] = value
     before = host_files()
-    with ProcessTreeRun(cmd, env=run_env, cwd=str(out), log_path=str(log_file), echo=echo) as run:
+    with ProcessTreeRun(cmd, env=run_env, cwd=str(out), log_path=str(log_file), echo=echo,
+                        shutdown_grace_s=shutdown_grace_s) as run:
         rc = run.wait(timeout_s)
         wall = time.time() - run.started_at
-    leftovers = run.leftovers()
+    leftovers = run.survivors  # recorded before the clean-up removed them
     left_behind = sorted(host_files() - before)
     text = log_file.read_text(errors="replace")
     metrics_file = metrics_file_in_log(text)

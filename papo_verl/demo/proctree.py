@@ -48,9 +48,12 @@ class ProcessTreeRun:
     """
 
     def __init__(self, cmd: list[str], env: dict, cwd: str, log_path: str, interval_s: float = 1.0,
-                 echo: bool = False):
+                 echo: bool = False, shutdown_grace_s: float = 10.0):
         self.cmd, self.env, self.cwd, self.log_path, self.interval_s = cmd, env, cwd, log_path, interval_s
-        self.echo = echo
+        self.echo, self.shutdown_grace_s = echo, shutdown_grace_s
+        # "name (pid N)" of the tree's processes still alive shutdown_grace_s after the command ended, recorded
+        # by __exit__ before it removes them (what a run would have left behind on its own)
+        self.survivors: list[str] = []
         self._reader: Optional[threading.Thread] = None
         self.memory = TreeMemory()
         self.seen: dict[int, float] = {}  # pid -> create_time
@@ -158,10 +161,15 @@ class ProcessTreeRun:
                 self.proc.wait(timeout=20)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        # give a normally exiting driver's Ray shutdown a moment, then remove whatever is left
-        deadline = time.time() + 10
+        # give a normally exiting driver's Ray shutdown a moment, record what outlived it, then remove it
+        deadline = time.time() + self.shutdown_grace_s
         while self.leftovers() and time.time() < deadline:
             time.sleep(0.5)
+        for p in self.leftovers():
+            try:
+                self.survivors.append(f"{p.name()} (pid {p.pid})")
+            except psutil.NoSuchProcess:
+                continue
         self.terminate_all()
         if self.proc.poll() is None:
             self.proc.kill()

@@ -64,6 +64,21 @@ def test_run_training_stops_a_run_past_its_timeout(tmp_path, monkeypatch):
     assert run.log_tail == "started\n" and run.wall_s < 60
 
 
+def test_a_process_that_outlives_the_run_is_reported_then_removed(tmp_path, monkeypatch):
+    import psutil
+
+    fake = tmp_path / "fake-python"
+    fake.write_text("#!/bin/sh\nsleep 300 &\necho $! > \"$PROBE_PID_FILE\"\nsleep 2\nexit 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    pid_file = tmp_path / "orphan.pid"
+    run = run_training([], name="orphan", out=tmp_path, log_root=tmp_path, log_file=tmp_path / "orphan.log",
+                       timeout_s=60, env={"PROBE_PID_FILE": str(pid_file)}, shutdown_grace_s=1.0)
+    pid = int(pid_file.read_text())
+    assert run.rc == 0 and run.leftovers == [f"sleep (pid {pid})"]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
 def test_metrics_file_in_log():
     assert metrics_file_in_log("x\npapo_verl: metrics log /a/b/c.jsonl (resolved config beside it)\n") == "/a/b/c.jsonl"
     assert metrics_file_in_log("no file logger\n") is None
