@@ -58,9 +58,9 @@ selfcheck: venv
 test: venv
 	$(PY) -m pytest tests
 
-# without the tests marked slow (Ray, spawned ranks, child training/pytest processes)
+# the inner loop: without the tests marked slow (Ray, spawned ranks, child interpreters, figures); aim <= 2 min
 test-fast: venv
-	$(PY) -m pytest -m "not slow" tests
+	$(PY) -m pytest -m "not slow" --durations=10 tests
 
 clean-venv:
 	rm -rf $(VENV)
