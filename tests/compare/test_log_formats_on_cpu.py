@@ -101,6 +101,7 @@ def test_tensorboard_run_uses_a_config_beside_its_directory(tmp_path):
     assert (run.label, run.seed, run.seed_source) == ("dapo", 7, "data.seed")
 
 
+@pytest.mark.slow  # wandb starts its service process to write the offline run
 def test_wandb_offline_logs_are_not_read_and_the_fix_is_named(tmp_path):
     """wandb has no stable reader for its .wandb store: papo-compare says to log with the file logger too."""
     run_dir = write_wandb_run(tmp_path / "wb", run_config("papo", 5, "papo-wb", project="proj"),
@@ -111,6 +112,7 @@ def test_wandb_offline_logs_are_not_read_and_the_fix_is_named(tmp_path):
             discover(path)
 
 
+@pytest.mark.slow  # wandb starts its service process to write the offline run
 def test_one_run_logged_by_three_backends_counts_once_from_the_file_log(tmp_path):
     config = run_config("papo", 1, "papo-all", project="proj")
     metrics = synthetic_metrics("papo", 1, STEPS)

@@ -167,6 +167,7 @@ def test_bash_dry_run_prints_the_same_resolved_config(composed, tmp_path):
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing (no Hydra outputs/ folder)
 
 
+@pytest.mark.slow  # the composed configs come from child interpreters (bash dry runs)
 def test_resolved_configs_differ_only_under_the_preset_keys(composed):
     """Any two recipes (and PAPO's ablations, selected on papo_math.sh) differ only in keys of their presets."""
     names = [*RECIPES, *VARIANTS]
@@ -179,6 +180,7 @@ def test_resolved_configs_differ_only_under_the_preset_keys(composed):
     assert {"data.max_response_length", "actor_rollout_ref.rollout.response_length", "algorithm.papo.alpha"} <= outside
 
 
+@pytest.mark.slow  # the composed configs come from child interpreters (bash dry runs)
 @pytest.mark.parametrize("name", ALGORITHMS)
 def test_demo_and_recipes_resolve_the_same_preset_keys(composed, name):
     """The CPU demo's run of an algorithm and its recipe agree on every key of the preset, and there are
@@ -195,6 +197,7 @@ def test_demo_and_recipes_resolve_the_same_preset_keys(composed, name):
             assert demo[key] == recipe[key] == value, (key, demo[key], recipe[key], value)
 
 
+@pytest.mark.slow  # the composed configs come from child interpreters (bash dry runs)
 def test_algorithm_values(composed):
     actor = lambda n: _config(composed, n)["actor_rollout_ref"]["actor"]  # noqa: E731
     dapo = _config(composed, "dapo")
@@ -217,6 +220,7 @@ def test_algorithm_values(composed):
         assert (a["use_kl_loss"], a["entropy_coeff"], kl_in_reward) == (False, 0, False)
 
 
+@pytest.mark.slow  # the composed configs come from child interpreters (bash dry runs)
 def test_base_settings(composed):
     cfg = _config(composed, "grpo")
     arr, data, trainer = cfg["actor_rollout_ref"], cfg["data"], cfg["trainer"]
@@ -241,6 +245,7 @@ def test_base_settings(composed):
     assert cfg["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"] == {"WANDB_RUN_GROUP": "papo-math-qwen2.5-math-7b"}
 
 
+@pytest.mark.slow  # the composed configs come from child interpreters (bash dry runs)
 def test_model_presets(composed):
     papo = _config(composed, "papo@qwen3-8b-base")
     assert papo["actor_rollout_ref"]["model"]["path"] == "Qwen/Qwen3-8B-Base"
@@ -253,6 +258,7 @@ def test_model_presets(composed):
         assert dapo["reward"]["reward_kwargs"]["max_resp_len"] == 8192
 
 
+@pytest.mark.slow  # the composed configs come from child interpreters (bash dry runs)
 def test_extra_arguments_pass_through_as_hydra_overrides(composed):
     papo = _config(composed, "papo+cli")
     assert papo["algorithm"]["papo"]["alpha"] == 0.3
@@ -261,6 +267,7 @@ def test_extra_arguments_pass_through_as_hydra_overrides(composed):
     assert _config(composed, "dapo+cli")["reward"]["reward_kwargs"]["max_resp_len"] == 2048
 
 
+@pytest.mark.slow  # the composed configs come from child interpreters (bash dry runs)
 def test_paths_with_hydra_syntax_characters_arrive_verbatim(composed):
     cfg = _config(composed, "grpo+odd-paths")
     assert cfg["actor_rollout_ref"]["model"]["path"] == "/models/Qwen 2.5=7B,x"
@@ -268,10 +275,12 @@ def test_paths_with_hydra_syntax_characters_arrive_verbatim(composed):
     assert cfg["data"]["train_files"] == ["/data dir/t=1.parquet"]
 
 
+@pytest.mark.slow  # the composed configs come from child interpreters (bash dry runs)
 def test_verl_validation_runs_on_the_recipes(composed):
     assert "ppo_micro_batch_size" in composed["grpo+invalid"].get("error", "")
 
 
+@pytest.mark.slow  # the composed configs come from child interpreters (bash dry runs)
 def test_recipe_accepts_the_preprocessed_data(composed):
     cfg = _config(composed, "grpo+data")  # preflight.check_model_and_data passed on the real files
     assert [Path(p).name for p in cfg["data"]["val_files"]] == ["aime-2024.parquet", "aime-2025.parquet"]
