@@ -7,7 +7,8 @@
 #
 # Every run: 60 steps of 32 prompts x 8 responses, held-out evaluation of 256 problems x 16 samples at
 # steps 0, 15, 30, 45 and 60, a checkpoint every 15 steps. Resumable: run the same command again after
-# an interruption (finished runs are kept, interrupted ones resume from their last checkpoint). Runs
+# an interruption (finished runs are kept, interrupted ones resume from their last checkpoint, runs
+# already committed to docs/runs/<setting>/ are not run again, even from a fresh clone). Runs
 # go to outputs/protocol/<setting>/ (OUT_ROOT); once all are finished, their metric logs (JSONL,
 # resolved configs, held-out evaluations) are copied to docs/runs/<setting>/ and papo-compare's
 # figure and tables, computed from those copies, to docs/figures/<setting>/.
@@ -22,17 +23,27 @@ case "${SETTING}" in
 esac
 PYTHON="${PYTHON:-.venv/bin/python}"
 OUT="${OUT_ROOT:-outputs/protocol}/${SETTING}"
-RUNS="docs/runs/${SETTING}"
-FIGURES="docs/figures/${SETTING}"
+RUNS="${RUNS_ROOT:-docs/runs}/${SETTING}"
+FIGURES="${FIGURES_ROOT:-docs/figures}/${SETTING}"
 SEEDS="0 1 2 3 4"
 
+copy_new() {  # copy_new DIR FILE...: copy each FILE into DIR unless DIR has it (nothing is overwritten)
+    local dir="$1" file
+    shift
+    mkdir -p "${dir}"
+    for file in "$@"; do
+        [[ -f "${file}" && ! -e "${dir}/${file##*/}" ]] && cp "${file}" "${dir}/" || true
+    done
+}
+
 if [[ -z "${COMPARE_ONLY:-}" ]]; then
+    # runs committed to docs/runs count as finished (a fresh clone or a new machine skips them)
+    copy_new "${OUT}/logs/papo_demo" "${RUNS}"/*.jsonl "${RUNS}"/*.config.yaml
     SEEDS="${SEEDS}" ALGORITHMS="${ARMS}" TASK="${TASK}" DEMO_STEPS=60 PYTHON="${PYTHON}" \
         bash examples/cpu_multiseed.sh "${OUT}" \
         data.train_batch_size=32 actor_rollout_ref.actor.ppo_mini_batch_size=16 \
         data.val_max_samples=256 trainer.test_freq=15 trainer.save_freq=15 trainer.max_actor_ckpt_to_keep=1
-    mkdir -p "${RUNS}"
-    cp -n "${OUT}"/logs/*/*.jsonl "${OUT}"/logs/*/*.config.yaml "${RUNS}"/
+    copy_new "${RUNS}" "${OUT}"/logs/*/*.jsonl "${OUT}"/logs/*/*.config.yaml
 fi
 "${PYTHON}" -m papo_verl.compare "${RUNS}" -o "${FIGURES}" --final-window 5 --baseline grpo \
     --title "pre-registered comparison, ${SETTING} task: ${ARMS}, seeds ${SEEDS}"

@@ -53,3 +53,40 @@ def test_new_path_never_reuses_a_name(tmp_path):
     assert _new_path(first) == tmp_path / "run-2.log"
     (tmp_path / "run-2.log").write_text("y")
     assert _new_path(first) == tmp_path / "run-3.log"
+
+
+def test_protocol_counts_committed_runs_as_finished_and_never_overwrites(tmp_path):
+    """examples/protocol.sh seeds the output folder from docs/runs before the launcher decides what to run.
+
+    A stand-in interpreter (this test is about the shell script, not about training) records what the demo
+    launcher would find: the committed runs, so a fresh clone resumes instead of starting over.
+    """
+    import os
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    runs, out = tmp_path / "runs" / "harder", tmp_path / "out"
+    runs.mkdir(parents=True)
+    for name in ("grpo-seed0.jsonl", "grpo-seed0.eval.jsonl", "grpo-seed0.config.yaml"):
+        (runs / name).write_text(f"committed {name}\n")
+    (out / "harder" / "logs" / "papo_demo").mkdir(parents=True)
+    (out / "harder" / "logs" / "papo_demo" / "grpo-seed0.config.yaml").write_text("local\n")  # kept as it is
+    record = tmp_path / "record.txt"
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        f'if [[ "$2" == papo_verl.demo ]]; then ls "{out}/harder/logs/papo_demo" > "{record}"; '
+        f'echo "new run" > "{out}/harder/logs/papo_demo/papo-seed1.jsonl"; fi\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "OUT_ROOT": str(out), "RUNS_ROOT": str(tmp_path / "runs"),
+           "FIGURES_ROOT": str(tmp_path / "figures")}
+    subprocess.run(["bash", str(repo / "examples" / "protocol.sh"), "harder"], cwd=repo, env=env, check=True,
+                   capture_output=True)
+    assert record.read_text().split() == ["grpo-seed0.config.yaml", "grpo-seed0.eval.jsonl", "grpo-seed0.jsonl"]
+    logs = out / "harder" / "logs" / "papo_demo"
+    assert (logs / "grpo-seed0.config.yaml").read_text() == "local\n"
+    assert (logs / "grpo-seed0.jsonl").read_text() == "committed grpo-seed0.jsonl\n"
+    # afterwards the new run's log is copied to the committed folder, nothing there is overwritten
+    assert (runs / "papo-seed1.jsonl").read_text() == "new run\n"
+    assert (runs / "grpo-seed0.config.yaml").read_text() == "committed grpo-seed0.config.yaml\n"
