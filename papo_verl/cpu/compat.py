@@ -16,6 +16,14 @@ verl 0.9.1 has no hook for any of them:
    2 s (``poll_interval=2.0``, a constructor default no config key reaches). On a GPU cluster a
    generation takes minutes; on CPU it takes a second, so ``timing_s/gen`` was 2 or 4 s whatever the
    rollout did. :func:`shorten_replay_buffer_poll` makes the default :data:`CPU_POLL_INTERVAL_S`.
+4. ``AgentLoopWorker._run_agent_loop`` builds a new agent loop for every response with
+   ``hydra.utils.instantiate(config={"_target_": ...}, **objects)``; Hydra first turns the keyword
+   arguments into an OmegaConf tree and merges it into the config, ~15 % of the agent-loop worker's
+   CPU time on the demo (its single core is what ``timing_s/gen`` waits for: the engine itself
+   generates a batch in ~0.5 s). :func:`direct_agent_loop_construction` gives that module an
+   ``instantiate`` that calls the class directly when Hydra would pass every argument through
+   unchanged (a bare ``_target_`` and no containers or ``${...}`` strings among the arguments), and
+   Hydra's own otherwise.
 
 All refuse to run on a verl outside the 0.9.x series (:class:`UnsupportedVerlVersion`): their
 targets are private and may move in another release. The engine-device mapping
@@ -29,7 +37,7 @@ import functools
 import logging
 import os
 import sys
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from papo_verl.integration.verl_version import INSTALL_HINT, SUPPORTED_VERL_SERIES, UnsupportedVerlVersion, check_verl_version
 
@@ -41,6 +49,7 @@ __all__ = [
     "patch_process_group_backend",
     "register_rollout_adapter",
     "require_verl_internals",
+    "direct_agent_loop_construction",
     "shorten_replay_buffer_poll",
 ]
 
@@ -161,7 +170,58 @@ def shorten_replay_buffer_poll(interval_s: float = CPU_POLL_INTERVAL_S, version:
 
 
 # ------------------------------------------------------------------------------------------------
-# 4. engine lookup for device "cpu" (public env overrides)
+# 4. agent loops constructed without Hydra's argument merge
+# ------------------------------------------------------------------------------------------------
+AGENT_LOOP_MODULE = "verl.experimental.agent_loop.agent_loop"
+
+
+def instantiate_directly(config: Any, *args: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(config, *args, **kwargs)``, without Hydra's OmegaConf round trip where it
+    changes nothing: ``config`` a plain ``{"_target_": fqn}`` and no argument that Hydra would convert (a
+    dict, list, tuple, set or OmegaConf container) or resolve (a string with ``${``)."""
+    import hydra
+
+    if (
+        not args
+        and isinstance(config, dict)
+        and set(config) == {"_target_"}
+        and not any(_hydra_converts(value) for value in kwargs.values())
+    ):
+        return hydra.utils.get_class(config["_target_"])(**kwargs)
+    return hydra.utils.instantiate(config, *args, **kwargs)
+
+
+def _hydra_converts(value: Any) -> bool:
+    from omegaconf import Container
+
+    return isinstance(value, (dict, list, tuple, set, Container)) or (isinstance(value, str) and "${" in value)
+
+
+def direct_agent_loop_construction(version: Optional[str] = None) -> str:
+    """Point ``hydra.utils.instantiate`` as seen by verl's agent-loop module at :func:`instantiate_directly`
+    (verl 0.9.x only; idempotent). The module uses Hydra for nothing else; Hydra itself is untouched."""
+    import importlib
+    import types
+
+    require_verl_internals(f"{AGENT_LOOP_MODULE} (hydra.utils.instantiate per agent loop)", version)
+    module = importlib.import_module(AGENT_LOOP_MODULE)
+    current = getattr(module, "hydra", None)
+    if getattr(current, _PATCH_ATTR, False):
+        return "patch:agent_loop.instantiate"
+    import hydra
+
+    if current is not hydra:
+        raise UnsupportedVerlVersion(
+            f"{AGENT_LOOP_MODULE} does not use hydra.utils.instantiate as papo_verl expects in this verl; "
+            f"install the supported version: {INSTALL_HINT}."
+        )
+    shim = types.SimpleNamespace(utils=types.SimpleNamespace(instantiate=instantiate_directly), **{_PATCH_ATTR: True})
+    module.hydra = shim
+    return "patch:agent_loop.instantiate"
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. engine lookup for device "cpu" (public env overrides)
 # ------------------------------------------------------------------------------------------------
 def map_engine_device(environ: Optional[dict] = None) -> str:
     """Make ``EngineRegistry.get_engine_cls`` resolve the CUDA engines on the CPU platform.
