@@ -2,55 +2,47 @@
 
 Command line (``python -m papo_verl.compare`` or the ``papo-compare`` console script)::
 
-    papo-compare RUN_OR_DIR [RUN_OR_DIR ...] [-o OUT] [--svg] [--label-from config|experiment]
-                 [--label-regex REGEX] [--max-step N] [--metric NAME ...] [--skip-invalid] [--title T]
+    papo-compare RUN_OR_DIR [RUN_OR_DIR ...] [-o OUT] [--svg] [--label-from config|experiment] [--label-regex REGEX]
+                 [--max-step N] [--final-window K] [--baseline ALGORITHM] [--metric NAME ...] [--skip-invalid]
+                 [--title T]
 
 writes into ``OUT`` (default ``./papo-compare``):
 
-* ``compare.png`` (``.svg`` with ``--svg``): a grid of panels, each algorithm's mean over its runs per
-  step with a ± sample-std band (ddof=1, where ≥ 2 runs logged the step): train score
-  (``critic/score/mean``), validation ``val-core/<source>/<var>/mean@N`` (one panel per source and N),
-  ``actor/entropy``, ``response_length/mean``, ``actor/pg_clipfrac``, ``papo/tilt``, the branch weights
-  w₊/w₋ (``papo/expand_weight``, ``papo/contract_weight``), ``papo/token_share_expand``, what the
-  controller sees (raw ``papo/entropy`` and the filtered ``papo/entropy_level`` ± 2 ``entropy_level_sd``),
-  the slope's evidence ``papo/entropy_slope_snr``, and the same-batch validation: branch responses
-  (``papo/val/branch_dH_*``, ``sign_split_dH_*``), measured vs first-order entropy change
-  (``papo/val/dH_measured``, ``dH_first_order``) and per-token sign agreement (exact vs sampled-only
-  ``P_t``). A panel appears when some algorithm logs its metric;
-  an algorithm that does not (GRPO for ``papo/*``) is simply absent from it;
+* ``compare.png`` (``.svg`` with ``--svg``): a grid of panels (:data:`PANELS`, plus train score and one
+  validation ``val-core/<source>/<var>/mean@N`` panel per source and N), each algorithm's mean over its
+  runs per step with a ± sample-std band (ddof=1, where ≥ 2 runs logged the step). A panel appears when
+  some algorithm logs its metric; an algorithm that does not (GRPO for ``papo/*``) is absent from it;
 * ``panels/<panel>.png`` (and ``.svg``): the same panels one per file;
 * ``summary.md`` (also printed): the runs (algorithm, seed and where it came from, log, steps), the
   final and best-so-far values per algorithm (mean ± std over seeds, n), the config keys that differ
   between algorithms (algorithm keys vs **base** keys) and every warning;
-* ``aggregate.csv``: ``algorithm, metric, step, mean, std, n`` for every metric.
+* ``aggregate.csv``: ``algorithm, metric, step, mean, std, n`` for every metric; ``stats.csv``: the
+  summary's statistics per metric and algorithm (with ``--baseline``, Welch differences and p-values).
 
 Exit status 0, or 2 with ``papo-compare: error: …`` on stderr; warnings go to stderr as
 ``papo-compare: warning: …``.
 
 Inputs (a directory is searched recursively):
 
-* verl's ``file`` logger: ``<project>/<experiment>.jsonl`` (``{"step": s, "data": {...}}`` per line)
-  with the resolved config ``<experiment>.config.yaml`` beside it (written by ``papo_verl.main``).
-  ``<experiment>-2.jsonl``, ``-3`` … (a resumed or repeated run, see ``reserve_run_files``) are merged
-  into one run: later segments win (a segment starting at step f supersedes the earlier segments'
-  steps > f; at step f values merge metric by metric, the later one winning);
+* verl's ``file`` logger: ``<project>/<experiment>.jsonl`` with the resolved config
+  ``<experiment>.config.yaml`` beside it (written by ``papo_verl.main``). ``<experiment>-2.jsonl``, ``-3``
+  … (a resumed or repeated run, see ``reserve_run_files``) are merged into one run, later segments
+  winning (:func:`papo_verl.compare.logs.merge_segments`);
 * tensorboard: a directory of ``events.out.tfevents.*`` files (verl's ``tensorboard`` logger); the
   config is read from ``*.config.yaml`` inside it or ``<dir>.config.yaml`` beside it when present;
 * ``<experiment>.eval.jsonl`` beside a file-logger log: metrics computed after the run (the demo's
   held-out evaluation, :mod:`papo_verl.demo.heldout`), merged into it without replacing logged values.
 
-wandb's offline logs are not read (wandb ships no stable reader for its ``.wandb`` store): log with
-verl's ``file`` logger as well. A run logged by several backends counts once (the file log preferred).
-Labels and seeds: see :mod:`papo_verl.compare.configs` (algorithm from ``algorithm.adv_estimator``,
-``policy_loss.loss_mode`` and DAPO's keys; seed from ``data.seed``, explicitly set rollout/data-loader
-seeds, ``seed<N>`` in the experiment name, then verl's default 42).
+wandb's offline logs are not read (no stable reader): log with verl's ``file`` logger as well. A run
+logged by several backends counts once (the file log preferred). Labels and seeds: see
+:mod:`papo_verl.compare.configs`.
 
 Checks: a missing path, a path without runs, a run without a metrics log (a config alone, a log with
-no step) and an unreadable file are errors (``--skip-invalid``
-turns per-run problems into warnings); runs without a common metric or with non-overlapping steps are
-errors; different horizons (between or within algorithms) are warned about and everything is compared
-on the common horizon (the shortest run's last step); runs of one algorithm that differ in non-seed
-config keys, and algorithms whose base (non-algorithm) keys differ, are warned about with the keys.
+no step) and an unreadable file are errors (``--skip-invalid`` turns per-run problems into warnings);
+runs without a common metric or with non-overlapping steps are errors; different horizons are warned
+about and everything is compared on the common horizon (the shortest run's last step); runs of one
+algorithm that differ in non-seed config keys, and algorithms whose base (non-algorithm) keys differ,
+are warned about with the keys.
 
 Python API (e.g. for a demo's single-run figure)::
 
@@ -60,9 +52,9 @@ Python API (e.g. for a demo's single-run figure)::
     print(summary_markdown(runs))
 
 * ``load_runs(paths, *, label_from="config", label_regex=None, skip_invalid=False) -> list[Run]``
-* ``compare(runs, *, max_step=None, extra_metrics=(), final_window=1) -> Comparison`` (``.groups``, ``.horizon``,
-  ``.aggregate(metric, label)`` → DataFrame ``mean/std/n`` by step, ``.summary_rows()``,
-  ``.aggregate_table()``, ``.markdown()``, ``.warnings``)
+* ``compare(runs, *, max_step=None, extra_metrics=(), final_window=1, baseline=None) -> Comparison`` (``.groups``,
+  ``.horizon``, ``.aggregate(metric, label)`` → DataFrame ``mean/std/n`` by step, ``.summary_rows()``,
+  ``.stats_table()``, ``.aggregate_table()``, ``.markdown()``, ``.warnings``)
 * ``plot_runs(runs_or_comparison, out_png, svg=False, *, panel_dir=None, title=None) -> PlotResult``
 * ``summary_markdown(runs_or_comparison) -> str``
 * ``CompareError`` (raised), ``CompareWarning`` (warned, also listed in the summary)
@@ -72,18 +64,5 @@ from papo_verl.compare.analysis import Comparison, SummaryRow, compare, load_run
 from papo_verl.compare.logs import CompareError, CompareWarning, Run
 from papo_verl.compare.plot import PANELS, Panel, PlotResult, plot_runs
 
-__all__ = [
-    "PANELS",
-    "CompareError",
-    "CompareWarning",
-    "Comparison",
-    "Panel",
-    "PlotResult",
-    "Run",
-    "SummaryRow",
-    "compare",
-    "load_runs",
-    "mean_std",
-    "plot_runs",
-    "summary_markdown",
-]
+__all__ = ["PANELS", "CompareError", "CompareWarning", "Comparison", "Panel", "PlotResult", "Run", "SummaryRow",
+           "compare", "load_runs", "mean_std", "plot_runs", "summary_markdown"]

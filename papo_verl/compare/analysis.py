@@ -7,6 +7,7 @@ import difflib
 import math
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from papo_verl.compare.configs import (
+    SEED_KEYS,
     algorithm_label,
     config_differences,
     is_algorithm_key,
@@ -24,30 +26,18 @@ from papo_verl.compare.configs import (
     run_seed,
     seed_from_experiment,
 )
-from papo_verl.compare.logs import CompareError, CompareWarning, Run, discover, read_sources
+from papo_verl.compare.logs import CompareError, CompareWarning, Run, RunSource, discover, read_run
 
 __all__ = ["Comparison", "STATISTICS", "SummaryRow", "area_under_curve", "compare", "load_runs", "mean_std",
            "summary_markdown", "t_interval", "welch_difference"]
 
 LABEL_MODES = ("config", "experiment")
-# Which log to keep when one run was logged to several backends: the file logger has every key.
-_SOURCE_PREFERENCE = {"file": 0, "tensorboard": 1}
 
 TRAIN_SCORE_METRICS = ("critic/score/mean", "critic/rewards/mean")
 VAL_MEAN_METRIC = re.compile(r"^val-core/(?P<source>.+)/(?P<var>[^/]+)/mean@(?P<n>\d+)$")
-TABLE_METRICS = (
-    "actor/entropy",
-    "response_length/mean",
-    "actor/pg_clipfrac",
-    "papo/tilt",
-    "papo/expand_weight",
-    "papo/contract_weight",
-    "papo/token_share_expand",
-    "papo/entropy_slope_snr",
-    "papo/val/branch_dH_expand",
-    "papo/val/branch_dH_contract",
-    "papo/val/sign_agreement",
-)
+TABLE_METRICS = ("actor/entropy", "response_length/mean", "actor/pg_clipfrac", "papo/tilt", "papo/expand_weight",
+                 "papo/contract_weight", "papo/token_share_expand", "papo/entropy_slope_snr",
+                 "papo/val/branch_dH_expand", "papo/val/branch_dH_contract", "papo/val/sign_agreement")
 _HIGHER_IS_BETTER = re.compile(r"(score|reward|acc)", re.IGNORECASE)
 HELD_OUT_PREFIXES = ("eval/",)  # papo_verl's held-out evaluation (papo_verl.demo.heldout)
 STATISTICS = ("final", "best", "auc")
@@ -59,17 +49,10 @@ def _warn(message: str, sink: Optional[list] = None) -> None:
     warnings.warn(message, CompareWarning, stacklevel=3)
 
 
-# ---------------------------------------------------------------------------------------------------
-# loading
-# ---------------------------------------------------------------------------------------------------
+# ---- loading ---------------------------------------------------------------------------------------
 
-def load_runs(
-    paths: Union[str, Path, Iterable[Union[str, Path]]],
-    *,
-    label_from: str = "config",
-    label_regex: Optional[str] = None,
-    skip_invalid: bool = False,
-) -> list[Run]:
+def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]], *, label_from: str = "config",
+              label_regex: Optional[str] = None, skip_invalid: bool = False) -> list[Run]:
     """Find, read, label and seed every run under ``paths`` (files or directories).
 
     ``label_from``: ``"config"`` (algorithm from the resolved config) or ``"experiment"`` (experiment
@@ -92,32 +75,32 @@ def load_runs(
         except re.error as err:
             raise CompareError(f"invalid label regex {label_regex!r}: {err}") from err
 
-    sources, seen = [], set()
+    sources: dict[tuple, RunSource] = {}  # a run found twice (two paths naming it) counts once
     for path in paths:
         for source in discover(path):
-            if source.key not in seen:
-                seen.add(source.key)
-                sources.append(source)
-    runs, skipped = read_sources(sources, skip_invalid=skip_invalid)
-    for message in skipped:
-        _warn(f"skipped a run: {message}")
+            sources.setdefault(source.key, source)
+    runs = []
+    for source in sources.values():
+        try:
+            runs.append(read_run(source))
+        except CompareError as err:
+            if not skip_invalid:
+                raise
+            _warn(f"skipped a run: {err}")
     if not runs:
         raise CompareError(f"no usable runs under {', '.join(map(str, paths))}")
     runs = _drop_duplicate_backends(runs)
-
+    counts, seen_seeds = Counter(run.name for run in runs), {}
     for run in runs:
+        run.display = run.name if counts[run.name] == 1 else f"{run.name} [{run.log_paths[0].parent}]"
         for note in run.notes:
             _warn(f"run {run.name}: {note}")
         _assign_label(run, label_from, pattern)
         run.seed, run.seed_source = run_seed(run.config, run.name)
         named = seed_from_experiment(run.name)
-        if run.seed_source in ("data.seed", "actor_rollout_ref.rollout.seed", "actor_rollout_ref.actor.data_loader_seed") \
-                and named is not None and named != run.seed:
+        if run.seed_source in SEED_KEYS and named is not None and named != run.seed:
             _note(run, f"seed {run.seed} from {run.seed_source} differs from seed{named} in its experiment name; "
                        f"using {run.seed}")
-    _unique_displays(runs)
-    seen_seeds: dict[tuple, list[str]] = {}
-    for run in runs:
         if run.seed is not None:
             seen_seeds.setdefault((run.label, run.seed), []).append(run.display)
     for (label, seed), names in seen_seeds.items():
@@ -146,23 +129,22 @@ def _assign_label(run: Run, label_from: str, pattern) -> None:
                 return
             _note(run, "its config has no algorithm.adv_estimator; algorithm label taken from the experiment name")
         else:
-            where = "<experiment>.config.yaml beside the log"
-            _note(run, f"no resolved config ({where}); algorithm label taken from the experiment name")
+            _note(run, "no resolved config (<experiment>.config.yaml beside the log); algorithm label taken from the "
+                       "experiment name")
     run.label, run.label_source = label_from_experiment(run.name), "experiment name"
 
 
 def _drop_duplicate_backends(runs: list[Run]) -> list[Run]:
     """One run logged by several backends (file + tensorboard) counts once: the file log."""
     best: dict[tuple, Run] = {}
-    for run in runs:
-        key = (run.project, run.name)
-        kept = best.get(key)
-        if kept is None or (kept.source != run.source and _SOURCE_PREFERENCE[run.source] < _SOURCE_PREFERENCE[kept.source]):
-            best[key] = run
+    for run in runs:  # the first file log, else the first tensorboard log
+        kept = best.get((run.project, run.name))
+        if kept is None or (run.source == "file" and kept.source != "file"):
+            best[(run.project, run.name)] = run
     out = []
     for run in runs:
         kept = best[(run.project, run.name)]
-        if kept is run or kept.source == run.source:
+        if kept.source == run.source:
             out.append(run)
         else:
             _warn(f"run {run.name} ({run.project}) was found as a {kept.source} log and as a {run.source} log; "
@@ -170,17 +152,7 @@ def _drop_duplicate_backends(runs: list[Run]) -> list[Run]:
     return out
 
 
-def _unique_displays(runs: list[Run]) -> None:
-    counts: dict[str, int] = {}
-    for run in runs:
-        counts[run.name] = counts.get(run.name, 0) + 1
-    for run in runs:
-        run.display = run.name if counts[run.name] == 1 else f"{run.name} [{run.log_paths[0].parent}]"
-
-
-# ---------------------------------------------------------------------------------------------------
-# statistics
-# ---------------------------------------------------------------------------------------------------
+# ---- statistics ------------------------------------------------------------------------------------
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     """Mean, sample standard deviation (ddof=1; NaN for one value) and count of the finite values."""
@@ -200,10 +172,8 @@ def format_mean_std(mean: float, std: float, n: int) -> str:
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, int, float, float]:
-    """Mean, sample std (ddof=1), n and the Student-t interval of the mean over the finite ``values``.
-
-    The interval is NaN with fewer than two values (no spread, no interval).
-    """
+    """Mean, sample std (ddof=1), n and the Student-t interval of the mean over the finite ``values``
+    (NaN with fewer than two values: no spread, no interval)."""
     from scipy import stats
 
     mean, std, n = mean_std(values)
@@ -215,10 +185,8 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
 
 def welch_difference(values: Sequence[float], baseline: Sequence[float],
                      level: float = 0.95) -> tuple[float, float, float, float]:
-    """``mean(values) − mean(baseline)``, its Welch interval and the two-sided Welch t-test p-value.
-
-    NaN where either side has fewer than two finite values, or neither varies.
-    """
+    """``mean(values) − mean(baseline)``, its Welch interval and the two-sided Welch t-test p-value
+    (NaN where either side has fewer than two finite values, or neither varies)."""
     from scipy import stats
 
     a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
@@ -286,14 +254,17 @@ class Comparison:
     def labels(self) -> list[str]:
         return list(self.groups)
 
-    def has_metric(self, metric: str, label: Optional[str] = None) -> bool:
-        runs = self.groups.get(label, []) if label is not None else self.runs
-        return any(not r.series(metric).loc[:self.horizon].empty for r in runs)
+    @property
+    def metric_names(self) -> set[str]:
+        """Every metric some run logged."""
+        return set().union(*(r.metric_names for r in self.runs))
+
+    def has_metric(self, metric: str) -> bool:
+        return any(not r.series(metric).loc[:self.horizon].empty for r in self.runs)
 
     def aggregate(self, metric: str, label: str) -> Optional[pd.DataFrame]:
         """Per step ≤ horizon: mean, sample std (ddof=1) and number of runs of ``label`` that logged ``metric``."""
-        columns = {r.display: r.series(metric) for r in self.groups.get(label, [])}
-        columns = {k: s[s.index <= self.horizon] for k, s in columns.items() if not s.empty}
+        columns = {r.display: r.series(metric).loc[:self.horizon] for r in self.groups.get(label, [])}
         columns = {k: s for k, s in columns.items() if not s.empty}
         if not columns:
             return None
@@ -302,28 +273,17 @@ class Comparison:
         out.index.name = "step"
         return out
 
-    def aggregate_table(self, metrics: Optional[Iterable[str]] = None) -> pd.DataFrame:
-        """Long table (algorithm, metric, step, mean, std, n) of every metric (or the given ones)."""
-        names = sorted(set().union(*(r.metric_names for r in self.runs))) if metrics is None else list(metrics)
-        parts = []
-        for metric in names:
-            for label in self.labels:
-                agg = self.aggregate(metric, label)
-                if agg is not None:
-                    agg = agg.reset_index()
-                    agg.insert(0, "metric", metric)
-                    agg.insert(0, "algorithm", label)
-                    parts.append(agg)
+    def aggregate_table(self) -> pd.DataFrame:
+        """Long table (algorithm, metric, step, mean, std, n) of every metric."""
+        parts = {(label, metric): agg for metric in sorted(self.metric_names) for label in self.labels
+                 if (agg := self.aggregate(metric, label)) is not None}
         if not parts:
             return pd.DataFrame(columns=["algorithm", "metric", "step", "mean", "std", "n"])
-        table = pd.concat(parts, ignore_index=True)
-        table["step"] = table["step"].astype(int)
-        table["n"] = table["n"].astype(int)
-        return table
+        return pd.concat(parts, names=["algorithm", "metric"]).reset_index()
 
     def table_metrics(self) -> list[str]:
-        present = set().union(*(r.metric_names for r in self.runs))
-        out = [next(m for m in TRAIN_SCORE_METRICS if m in present)] if present & set(TRAIN_SCORE_METRICS) else []
+        present = self.metric_names
+        out = [m for m in TRAIN_SCORE_METRICS if m in present][:1]
         out += self.validation_metrics()
         out += sorted(m for m in present if m.startswith(HELD_OUT_PREFIXES))
         out += [m for m in TABLE_METRICS if m in present]
@@ -331,8 +291,7 @@ class Comparison:
         return out
 
     def validation_metrics(self) -> list[str]:
-        present = set().union(*(r.metric_names for r in self.runs))
-        return sorted(m for m in present if VAL_MEAN_METRIC.match(m))
+        return sorted(m for m in self.metric_names if VAL_MEAN_METRIC.match(m))
 
     def held_out(self, metric: str) -> bool:
         """Held-out metrics (verl's validation, papo_verl's ``eval/*``) also get best-so-far and AUC."""
@@ -341,18 +300,18 @@ class Comparison:
     def _per_run(self, metric: str, label: str) -> dict[str, tuple[list[float], list[int]]]:
         out: dict[str, tuple[list[float], list[int]]] = {"final": ([], []), "best": ([], []), "auc": ([], [])}
         higher_better = bool(_HIGHER_IS_BETTER.search(metric)) or metric.startswith(HELD_OUT_PREFIXES)
+        held_out = self.held_out(metric)
         for run in self.groups[label]:
-            series = run.series(metric)
-            series = series[series.index <= self.horizon]
+            series = run.series(metric).loc[:self.horizon]
             if series.empty:
                 continue
             # held-out evaluations are large samples of their own: their final value is the last one
-            tail = series.iloc[-1:] if self.held_out(metric) else series.iloc[-self.final_window:]
+            tail = series.iloc[-1:] if held_out else series.iloc[-self.final_window:]
             out["final"][0].append(float(tail.mean()))
             out["final"][1].extend(int(step) for step in tail.index)
-            if self.held_out(metric) or higher_better:
+            if held_out or higher_better:
                 out["best"][0].append(float(series.max() if higher_better else series.min()))
-            if self.held_out(metric):
+            if held_out:
                 out["auc"][0].append(area_under_curve(series))
         return out
 
@@ -387,9 +346,8 @@ class Comparison:
 
     def config_table(self) -> tuple[list[str], dict[str, dict[str, str]]]:
         """Keys whose values differ between algorithms: ``{key: {label: "v1 / v2"}}`` (sorted keys)."""
-        per_label: dict[str, list[dict]] = {
-            label: [normalized(r.config) for r in runs if r.config] for label, runs in self.groups.items()}
-        per_label = {k: v for k, v in per_label.items() if v}
+        per_label = {label: flats for label, runs in self.groups.items()
+                     if (flats := [normalized(r.config) for r in runs if r.config])}
         if len(per_label) < 2:
             return [], {}
         keys = sorted(set().union(*(set(f) for flats in per_label.values() for f in flats)))
@@ -409,9 +367,7 @@ def _short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# ---------------------------------------------------------------------------------------------------
-# building a comparison
-# ---------------------------------------------------------------------------------------------------
+# ---- building a comparison -------------------------------------------------------------------------
 
 def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metrics: Sequence[str] = (),
             final_window: int = 1, baseline: Optional[str] = None) -> Comparison:
@@ -419,28 +375,24 @@ def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metric
 
     ``final_window``: the table's "final" value of a run is the mean of its last ``final_window`` logged
     values up to the horizon (1 = the last value; 5–10 averages out the step-to-step noise of small
-    batches before the mean ± std over seeds is taken).
-
-    Raises :class:`CompareError` when there are no runs, when the runs share no metric, or when their
-    step ranges do not overlap. Horizons that differ (between or within algorithms) are warned about and
-    every run is compared on steps ≤ the shortest run's last step (and ≤ ``max_step``).
+    batches). Raises :class:`CompareError` when there are no runs, when the runs share no metric, or when
+    their step ranges do not overlap. Horizons that differ are warned about and every run is compared on
+    steps ≤ the shortest run's last step (and ≤ ``max_step``).
     """
     runs = list(runs)
     if not runs:
         raise CompareError("no runs to compare")
     if isinstance(final_window, bool) or not isinstance(final_window, int) or final_window < 1:
         raise CompareError(f"final_window must be an integer >= 1 (number of last steps averaged), got {final_window!r}")
-    for run in runs:
-        if run.label is None:
-            run.label, run.label_source = label_from_experiment(run.name), "experiment name"
     notes: list[str] = []
     groups: dict[str, list[Run]] = {}
     for run in runs:
+        if run.label is None:
+            run.label, run.label_source = label_from_experiment(run.name), "experiment name"
         groups.setdefault(run.label, []).append(run)
 
     if len(runs) > 1:
-        common = set.intersection(*(set(r.metric_names) for r in runs))
-        if not common:
+        if not set.intersection(*(set(r.metric_names) for r in runs)):
             listing = "; ".join(f"{r.display}: {', '.join(r.metric_names[:4])}{' ...' if len(r.metric_names) > 4 else ''}"
                                 for r in runs)
             raise CompareError(f"the runs have no metric in common ({listing})")
@@ -452,8 +404,7 @@ def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metric
 
     horizon = min(r.last_step for r in runs)
     ends = {label: sorted({r.last_step for r in members}) for label, members in groups.items()}
-    label_ends = {label: min(v) for label, v in ends.items()}
-    if len(set(label_ends.values())) > 1:
+    if len({v[0] for v in ends.values()}) > 1:
         listing = ", ".join(f"{label} ends at step {ends[label][0]}" if len(ends[label]) == 1 else
                             f"{label} ends at steps {ends[label][0]}..{ends[label][-1]}" for label in groups)
         _warn(f"horizons differ between algorithms ({listing}); comparing every algorithm on the common "
@@ -462,11 +413,10 @@ def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metric
         if len(ends[label]) > 1:
             listing = ", ".join(f"{r.display}: {r.last_step}" for r in members)
             _warn(f"runs of {label} end at different steps ({listing}); comparing on steps ≤ {horizon}", notes)
-    if max_step is not None:
-        if max_step < horizon:
-            horizon = max_step
-        elif max_step > horizon:
-            _warn(f"max step {max_step} is beyond the common horizon; comparing on steps ≤ {horizon}", notes)
+    if max_step is not None and max_step < horizon:
+        horizon = max_step
+    elif max_step is not None and max_step > horizon:
+        _warn(f"max step {max_step} is beyond the common horizon; comparing on steps ≤ {horizon}", notes)
 
     present = set().union(*(r.metric_names for r in runs))
     for metric in extra_metrics:
@@ -503,9 +453,7 @@ def _check_configs(comparison: Comparison, notes: list[str]) -> None:
               "the algorithms were not run on one base config", notes)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Markdown
-# ---------------------------------------------------------------------------------------------------
+# ---- Markdown --------------------------------------------------------------------------------------
 
 def _steps_text(steps: tuple[int, ...]) -> str:
     return str(steps[0]) if len(steps) == 1 else f"{steps[0]}..{steps[-1]}"
@@ -543,19 +491,17 @@ def _markdown(c: Comparison) -> str:
         if c.baseline:
             if row.diff is None:
                 line += " — | — |"
-            else:
-                interval = "" if row.diff_low is None or not math.isfinite(row.diff_low) else \
-                    f" [{row.diff_low:.3g}, {row.diff_high:.3g}]"
-                p = "—" if row.p_value is None or not math.isfinite(row.p_value) else f"{row.p_value:.3g}"
+            else:  # welch_difference: diff_low and p_value are floats, NaN without an interval
+                interval = f" [{row.diff_low:.3g}, {row.diff_high:.3g}]" if math.isfinite(row.diff_low) else ""
+                p = f"{row.p_value:.3g}" if math.isfinite(row.p_value) else "—"
                 line += f" {row.diff:+.4g}{interval} | {p} |"
         lines.append(line)
     keys, table = c.config_table()
     lines += ["", "## Config keys that differ between algorithms", ""]
+    labels = [label for label in c.labels if any(r.config for r in c.groups[label])]
     if not keys:
-        with_config = [label for label, members in c.groups.items() if any(r.config for r in members)]
-        lines.append("None." if len(with_config) > 1 else "Fewer than two algorithms have a resolved config.")
+        lines.append("None." if len(labels) > 1 else "Fewer than two algorithms have a resolved config.")
     else:
-        labels = [label for label in c.labels if any(r.config for r in c.groups[label])]
         lines += ["| key | kind | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
         for key in keys[:60]:
             kind = "algorithm" if is_algorithm_key(key) else "**base** ⚠"

@@ -87,10 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             comparison.stats_table().to_csv(out / "stats.csv", index=False)
             markdown = comparison.markdown()
             (out / "summary.md").write_text(markdown, encoding="utf-8")
-        except CompareError as err:
-            print(f"{PROG}: error: {err}", file=sys.stderr)
-            return 2
-        except OSError as err:
+        except (CompareError, OSError) as err:
             print(f"{PROG}: error: {err}", file=sys.stderr)
             return 2
     print(markdown)

@@ -34,22 +34,9 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Optional
 
-__all__ = [
-    "ALGORITHM_KEYS",
-    "ALGORITHM_KEY_PREFIXES",
-    "SEED_KEYS",
-    "algorithm_label",
-    "config_differences",
-    "flatten",
-    "is_algorithm_key",
-    "is_bookkeeping_key",
-    "label_from_experiment",
-    "label_from_regex",
-    "normalized",
-    "run_seed",
-    "seed_from_experiment",
-    "select",
-]
+__all__ = ["ALGORITHM_KEYS", "ALGORITHM_KEY_PREFIXES", "SEED_KEYS", "algorithm_label", "config_differences", "flatten",
+           "is_algorithm_key", "is_bookkeeping_key", "label_from_experiment", "label_from_regex", "normalized",
+           "run_seed", "seed_from_experiment", "select"]
 
 _A = "actor_rollout_ref.actor."
 SEED_KEYS = ("data.seed", "actor_rollout_ref.rollout.seed", _A + "data_loader_seed")
@@ -128,26 +115,15 @@ def normalized(config: dict) -> dict[str, Any]:
     """Flat config without bookkeeping/seed keys, the run's experiment name masked in derived strings."""
     flat = flatten(config)
     name = flat.get("trainer.experiment_name")
-    out = {}
-    for key, value in flat.items():
-        if is_bookkeeping_key(key):
-            continue
-        if isinstance(value, str) and isinstance(name, str) and name:
-            value = _mask(value, name)
-        out[key] = value
-    return out
+    masked = isinstance(name, str) and name != ""
+    return {key: _mask(value, name) if masked and isinstance(value, str) else value
+            for key, value in flat.items() if not is_bookkeeping_key(key)}
 
 
-_ABSENT = "(absent)"
-
-
-def config_differences(configs: Iterable[dict], ignore_bookkeeping: bool = True) -> set[str]:
-    """Keys whose (normalized) values are not the same in every config."""
-    flats = [normalized(c) if ignore_bookkeeping else flatten(c) for c in configs]
-    if len(flats) < 2:
-        return set()
-    keys = set().union(*flats)
-    return {k for k in keys if len({repr(f.get(k, _ABSENT)) for f in flats}) > 1}
+def config_differences(configs: Iterable[dict]) -> set[str]:
+    """Keys whose :func:`normalized` values are not the same in every config."""
+    flats = [normalized(c) for c in configs]
+    return {k for k in set().union(*flats) if len({repr(f.get(k, "(absent)")) for f in flats}) > 1}
 
 
 def _is_set(value: Any) -> bool:
@@ -156,15 +132,13 @@ def _is_set(value: Any) -> bool:
 
 def is_dapo(config: dict) -> bool:
     """DAPO's keys: decoupled clip, dynamic sampling or overlong reward shaping."""
-    low = select(config, _A + "clip_ratio_low")
-    high = select(config, _A + "clip_ratio_high")
-    base = select(config, _A + "clip_ratio")
-    low = base if low is None else low
-    high = base if high is None else high
+    base = select(config, _A + "clip_ratio")  # what clip_ratio_low / _high default to
+    low, high = (select(config, _A + key) for key in ("clip_ratio_low", "clip_ratio_high"))
+    low, high = base if low is None else low, base if high is None else high
     decoupled = low is not None and high is not None and float(high) != float(low)
     dynamic = bool(select(config, "algorithm.filter_groups.enable", False))
-    overlong = bool(select(config, "reward.reward_kwargs.overlong_buffer_cfg.enable", False)) or \
-        bool(select(config, "reward_model.overlong_buffer.enable", False))
+    overlong = any(select(config, key, False) for key in ("reward.reward_kwargs.overlong_buffer_cfg.enable",
+                                                          "reward_model.overlong_buffer.enable"))
     return decoupled or dynamic or overlong
 
 
@@ -180,9 +154,9 @@ def algorithm_label(config: dict) -> Optional[str]:
     estimator = str(estimator).lower()
     parts = [] if estimator == "grpo" else [estimator]
     if estimator == "papo":  # PAPO's ablations are different algorithms: papo[split=advantage_sign]
-        ablations = [f"{key}={select(config, 'algorithm.papo.' + key)}" for key, default in PAPO_VARIANT_DEFAULTS.items()
-                     if _is_set(select(config, "algorithm.papo." + key))
-                     and str(select(config, "algorithm.papo." + key)) != default]
+        variant = {key: select(config, "algorithm.papo." + key) for key in PAPO_VARIANT_DEFAULTS}
+        ablations = [f"{key}={value}" for key, value in variant.items()
+                     if _is_set(value) and str(value) != PAPO_VARIANT_DEFAULTS[key]]
         if ablations:
             parts[0] = f"papo[{','.join(ablations)}]"
     loss_mode = select(config, _A + "policy_loss.loss_mode")
@@ -203,11 +177,9 @@ def label_from_regex(name: str, pattern: "re.Pattern[str]") -> Optional[str]:
     match = pattern.search(name)
     if not match:
         return None
-    if "label" in match.re.groupindex and match["label"] is not None:
+    if "label" in pattern.groupindex and match["label"] is not None:
         return match["label"]
-    if match.re.groups:
-        return match.group(1)
-    return match.group(0)
+    return match.group(1 if pattern.groups else 0)
 
 
 def seed_from_experiment(name: str) -> Optional[int]:
@@ -227,18 +199,16 @@ def _int_or_none(value: Any) -> Optional[int]:
 
 def run_seed(config: Optional[dict], experiment: str) -> tuple[Optional[int], str]:
     """(seed, where it came from) by the rule in the module docstring."""
-    data_seed = _int_or_none(select(config, "data.seed"))
-    if data_seed is not None:
-        return data_seed, "data.seed"
+    seeds = {key: _int_or_none(select(config, key)) for key in SEED_KEYS}
+    if seeds["data.seed"] is not None:
+        return seeds["data.seed"], "data.seed"
     for key in SEED_KEYS[1:]:
-        value = _int_or_none(select(config, key))
-        if value is not None and value != VERL_DEFAULT_SEED:
-            return value, key
+        if seeds[key] is not None and seeds[key] != VERL_DEFAULT_SEED:
+            return seeds[key], key
     named = seed_from_experiment(experiment)
     if named is not None:
         return named, "experiment name"
     for key in SEED_KEYS[1:]:
-        value = _int_or_none(select(config, key))
-        if value is not None:
-            return value, f"{key} (verl's default)"
+        if seeds[key] is not None:
+            return seeds[key], f"{key} (verl's default)"
     return None, "none"

@@ -1,12 +1,9 @@
-"""Finding runs on disk and reading their metric logs (verl's file logger and tensorboard).
+"""Finding runs on disk and reading their metric logs (verl's file logger and tensorboard; not wandb's
+offline store, which has no stable reader: ``wandb sync`` parses it in the Go core).
 
-wandb's offline logs are not read: wandb ships no stable reader for its ``.wandb`` store (its
-``wandb sync`` parses it in the Go core); log with verl's ``file`` logger as well.
-
-Every reader turns a log into *segments*: ``{step: {metric: value}}`` dicts in the order they were
-written. :func:`merge_segments` combines a run's segments into one step-indexed table, later
-segments winning (see its docstring for the exact rule). Non-numeric values are skipped, ``null`` /
-NaN become "not logged", and a metric that is never finite is dropped.
+Every reader turns a log into *segments*, ``{step: {metric: value}}``; :func:`merge_segments` combines
+a run's segments. Non-numeric values are skipped, ``null`` / NaN become "not logged", and a metric
+that is never finite is dropped.
 """
 
 from __future__ import annotations
@@ -17,25 +14,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 import pandas as pd
 import yaml
 
-__all__ = [
-    "CompareError",
-    "CompareWarning",
-    "Run",
-    "RunSource",
-    "discover",
-    "merge_segments",
-    "read_file_logger_records",
-    "read_file_logger_segment",
-    "read_metrics_log",
-    "read_run",
-    "read_sources",
-    "read_tensorboard_file",
-]
+from papo_verl.compare.configs import config_differences
+
+__all__ = ["CompareError", "CompareWarning", "Run", "RunSource", "discover", "merge_segments",
+           "read_file_logger_records", "read_file_logger_segment", "read_metrics_log", "read_run",
+           "read_tensorboard_file"]
 
 Segment = dict[int, dict[str, float]]
 
@@ -124,8 +112,7 @@ class Run:
 
     @property
     def last_step(self) -> int:
-        steps = self.training_steps
-        return max(steps) if steps else -1
+        return max(self.training_steps, default=-1)
 
     def series(self, metric: str) -> pd.Series:
         """The metric's logged values by step (NaN-free; empty if the run never logged it)."""
@@ -134,20 +121,7 @@ class Run:
         return self.metrics[metric].dropna()
 
 
-# ---------------------------------------------------------------------------------------------------
-# values and segments
-# ---------------------------------------------------------------------------------------------------
-
-def _scalar(value: Any) -> Optional[float]:
-    """A logged value as float (NaN for null), or None for anything that is not a number."""
-    if value is None:
-        return math.nan
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
-
+# ---- values and segments ---------------------------------------------------------------------------
 
 def merge_segments(segments: list[Segment]) -> tuple[Segment, list[str]]:
     """Merge a run's log segments (``X.jsonl``, ``X-2.jsonl``, ... in that order).
@@ -177,8 +151,6 @@ def merge_segments(segments: list[Segment]) -> tuple[Segment, list[str]]:
 
 
 def _segment_frame(merged: Segment) -> pd.DataFrame:
-    if not merged:
-        return pd.DataFrame(dtype=float)
     frame = pd.DataFrame.from_dict(merged, orient="index", dtype=float).sort_index()
     frame.index = frame.index.astype(int)
     frame.index.name = "step"
@@ -186,9 +158,7 @@ def _segment_frame(merged: Segment) -> pd.DataFrame:
     return frame[sorted(frame.columns)]
 
 
-# ---------------------------------------------------------------------------------------------------
-# verl file logger (*.jsonl) + resolved config (*.config.yaml)
-# ---------------------------------------------------------------------------------------------------
+# ---- verl file logger (*.jsonl) + resolved config (*.config.yaml) ----------------------------------
 
 def _open_text(path: Path):
     try:
@@ -198,29 +168,23 @@ def _open_text(path: Path):
 
 
 def read_file_logger_records(path: os.PathLike) -> tuple[list[tuple[int, dict]], list[str]]:
-    """The records of one verl ``FileLogger`` file, as written: ``[(step, data)]`` from lines
-    ``{"step": s, "data": {metric: value}}`` (values untouched), and notes.
-
-    The one parser of that format. A last line without its newline that does not parse (the run was
-    killed while writing it) is skipped with a note; any other bad line is a :class:`CompareError`
-    naming the file and line.
+    """The records ``[(step, data)]`` of one verl ``FileLogger`` file (lines ``{"step": s, "data": {...}}``,
+    values untouched), and notes. An unparsable last line without its newline (the run was killed while
+    writing it) is skipped with a note; any other bad line is a :class:`CompareError` naming file and line.
     """
-    path = Path(path)
-    records: list[tuple[int, dict]] = []
-    notes: list[str] = []
+    path, records, notes = Path(path), [], []
     with _open_text(path) as fh:
         try:
             lines = fh.read().split("\n")
         except (OSError, UnicodeDecodeError) as err:
             raise CompareError(f"cannot read {path}: {err}") from err
-    last = len(lines) - 1
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            if lineno - 1 == last:  # no newline after it: a partial write at the end
+            if lineno == len(lines):  # no newline after it: a partial write at the end
                 notes.append(f"{path.name}: skipped the incomplete last line {lineno} (the run stopped while writing it)")
                 continue
             raise CompareError(f"{path} line {lineno}: not valid JSON ({err.msg}); "
@@ -237,19 +201,15 @@ def read_file_logger_records(path: os.PathLike) -> tuple[list[tuple[int, dict]],
 
 
 def read_file_logger_segment(path: os.PathLike) -> tuple[Segment, list[str]]:
-    """One verl ``FileLogger`` file as ``{step: {metric: float}}`` (:func:`read_file_logger_records`), and notes.
-
-    Records of the same step are merged (later lines win); ``null`` becomes NaN and non-numeric values
-    are skipped.
-    """
+    """One verl ``FileLogger`` file as ``{step: {metric: float}}``, and notes: records of one step merged
+    (later lines win), ``null`` as NaN, non-numeric values skipped."""
     records, notes = read_file_logger_records(path)
     segment: Segment = {}
     for step, data in records:
         values = segment.setdefault(step, {})
         for key, value in data.items():
-            number = _scalar(value)
-            if number is not None:
-                values[str(key)] = number
+            if value is None or isinstance(value, (int, float)):  # bool is an int: true -> 1.0
+                values[str(key)] = math.nan if value is None else float(value)
     return segment, notes
 
 
@@ -265,8 +225,7 @@ def read_config_yaml(path: Path) -> dict:
             config = yaml.safe_load(fh)
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise CompareError(f"cannot parse the resolved config {path}: {' '.join(str(err).split())}") from err
-    if config is None:
-        config = {}
+    config = {} if config is None else config
     if not isinstance(config, dict):
         raise CompareError(f"the resolved config {path} is not a YAML mapping (got {type(config).__name__})")
     return config
@@ -280,8 +239,6 @@ def _looks_like_file_logger(path: Path) -> bool:
                 first = fh.readline(1 << 20)
     except OSError:
         return True  # let the reader report it
-    if not first.strip():
-        return False
     try:
         record = json.loads(first)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -291,11 +248,9 @@ def _looks_like_file_logger(path: Path) -> bool:
 
 def _experiment_in(config_path: Path) -> Optional[str]:
     try:
-        config = read_config_yaml(config_path)
+        return _run_name_from_config(read_config_yaml(config_path))[0]
     except CompareError:
         return None
-    trainer = config.get("trainer")
-    return str(trainer.get("experiment_name")) if isinstance(trainer, dict) and trainer.get("experiment_name") is not None else None
 
 
 def _file_logger_runs_in_dir(directory: Path, names: Iterable[str], explicit: bool) -> list[RunSource]:
@@ -310,25 +265,21 @@ def _file_logger_runs_in_dir(directory: Path, names: Iterable[str], explicit: bo
     extras = {stem for stem in stems if stem.endswith(EXTRA_SUFFIX) and stem[: -len(EXTRA_SUFFIX)]}
     stems -= extras
     config_stems = {n[: -len(CONFIG_SUFFIX)] for n in names if n.endswith(CONFIG_SUFFIX) and len(n) > len(CONFIG_SUFFIX)}
-    def parent_of(stem: str) -> Optional[str]:
+
+    def family(stem: str) -> tuple[str, int]:  # (run, segment number)
         match = _SEGMENT_STEM.match(stem)
-        if not match or int(match["k"]) < 2:
-            return None
-        base = match["base"]
-        if base not in stems and base not in config_stems:
-            return None
-        if stem in config_stems and base in config_stems:
-            a, b = _experiment_in(directory / (base + CONFIG_SUFFIX)), _experiment_in(directory / (stem + CONFIG_SUFFIX))
+        if not match or int(match["k"]) < 2 or (match["base"] not in stems and match["base"] not in config_stems):
+            return stem, 1
+        if stem in config_stems and match["base"] in config_stems:
+            a = _experiment_in(directory / (match["base"] + CONFIG_SUFFIX))
+            b = _experiment_in(directory / (stem + CONFIG_SUFFIX))
             if a is not None and b is not None and a != b:
-                return None
-        return base
+                return stem, 1
+        return match["base"], int(match["k"])
 
     families: dict[str, list[tuple[int, str]]] = {}
     for stem in stems:
-        base, k = stem, 1
-        parent = parent_of(stem)
-        if parent is not None:
-            base, k = parent, int(_SEGMENT_STEM.match(stem)["k"])
+        base, k = family(stem)
         families.setdefault(base, []).append((k, stem))
 
     sources = []
@@ -342,11 +293,9 @@ def _file_logger_runs_in_dir(directory: Path, names: Iterable[str], explicit: bo
             "is 'file' in trainer.logger?)")))
     for base in sorted(families):
         members = [stem for _, stem in sorted(families[base])]
-        has_config = any(stem in config_stems for stem in members)
-        if not has_config and not explicit:
-            paths = [directory / (stem + JSONL_SUFFIX) for stem in members]
-            if not any(_looks_like_file_logger(p) for p in paths):
-                continue  # some other jsonl (e.g. rollout dumps), or an empty file we cannot attribute
+        if not explicit and not any(stem in config_stems for stem in members) and \
+                not any(_looks_like_file_logger(directory / (stem + JSONL_SUFFIX)) for stem in members):
+            continue  # some other jsonl (e.g. rollout dumps), or an empty file we cannot attribute
         extra = base + EXTRA_SUFFIX
         sources.append(RunSource(
             "file",
@@ -357,15 +306,12 @@ def _file_logger_runs_in_dir(directory: Path, names: Iterable[str], explicit: bo
     return sources
 
 
-# ---------------------------------------------------------------------------------------------------
-# tensorboard (torch.utils.tensorboard.SummaryWriter.add_scalar)
-# ---------------------------------------------------------------------------------------------------
+# ---- tensorboard (torch.utils.tensorboard.SummaryWriter.add_scalar) --------------------------------
 
-def _tb_sort_key(path: Path) -> tuple:
-    parts = path.name[len(TB_PREFIX):].split(".")
+def _tb_sort_key(path: Path) -> tuple:  # events.out.tfevents.<unix time>.<host>...: by time, then name
     try:
-        return (int(parts[0]), path.name)
-    except (ValueError, IndexError):
+        return (int(path.name[len(TB_PREFIX):].split(".")[0]), path.name)
+    except ValueError:
         return (0, path.name)
 
 
@@ -399,9 +345,7 @@ def read_tensorboard_file(path: Path) -> Segment:
     return segment
 
 
-# ---------------------------------------------------------------------------------------------------
-# discovery
-# ---------------------------------------------------------------------------------------------------
+# ---- discovery -------------------------------------------------------------------------------------
 
 _WANDB_LOG = re.compile(r"^run-.+\.wandb$")
 WANDB_NOT_READ = ("papo-compare does not read wandb's offline logs (wandb has no stable reader for them); log the "
@@ -423,8 +367,7 @@ def discover(path: Path) -> list[RunSource]:
                 raise CompareError(f"run without a metrics log: {path} has no {jsonl.name} beside it")
             path, name = jsonl, jsonl.name
         if name.endswith(JSONL_SUFFIX):
-            siblings = [n for n in os.listdir(path.parent) if n.endswith((JSONL_SUFFIX, CONFIG_SUFFIX))]
-            for source in _file_logger_runs_in_dir(path.parent, siblings, explicit=True):
+            for source in _file_logger_runs_in_dir(path.parent, os.listdir(path.parent), explicit=True):
                 if any(p.name == name for p in source.segments):
                     return [source]
             raise CompareError(f"{path}: not a verl file-logger metrics log")  # pragma: no cover
@@ -438,16 +381,14 @@ def discover(path: Path) -> list[RunSource]:
 
     sources: list[RunSource] = []
     wandb_logs: list[Path] = []
-    for root, dirs, files in os.walk(path, onerror=None):
+    for root, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
         here = Path(root)
         wandb_logs += [here / f for f in files if _WANDB_LOG.match(f)]
         events = sorted((here / f for f in files if f.startswith(TB_PREFIX)), key=_tb_sort_key)
         if events:
             sources.append(RunSource("tensorboard", tuple(events)))
-        logs = [f for f in files if f.endswith((JSONL_SUFFIX, CONFIG_SUFFIX))]
-        if logs:
-            sources.extend(_file_logger_runs_in_dir(here, logs, explicit=False))
+        sources.extend(_file_logger_runs_in_dir(here, files, explicit=False))
     if not sources and wandb_logs:
         raise CompareError(f"{wandb_logs[0]}: {WANDB_NOT_READ}")
     if not sources:
@@ -456,14 +397,11 @@ def discover(path: Path) -> list[RunSource]:
     return sources
 
 
-# ---------------------------------------------------------------------------------------------------
-# reading one run
-# ---------------------------------------------------------------------------------------------------
+# ---- reading one run -------------------------------------------------------------------------------
 
 def _run_name_from_config(config: Optional[dict]) -> tuple[Optional[str], Optional[str]]:
     trainer = (config or {}).get("trainer")
-    if not isinstance(trainer, dict):
-        return None, None
+    trainer = trainer if isinstance(trainer, dict) else {}
     name, project = trainer.get("experiment_name"), trainer.get("project_name")
     return (str(name) if name is not None else None, str(project) if project is not None else None)
 
@@ -480,35 +418,24 @@ def read_run(source: RunSource) -> Run:
     """Read one discovered run (all its segments); raises :class:`CompareError` if it has no step."""
     if source.error:
         raise CompareError(source.error)
-    notes: list[str] = []
     if source.kind == "file":
-        segments = []
-        for path in source.segments:
-            segment, seg_notes = read_file_logger_segment(path)
-            segments.append(segment)
-            notes.extend(seg_notes)
+        read = [read_file_logger_segment(p) for p in source.segments]
+        segments, notes = [segment for segment, _ in read], [note for _, more in read for note in more]
         configs = [(p, read_config_yaml(p)) for p in source.config_paths if p is not None and p.exists()]
         config_path, config = configs[-1] if configs else (None, None)
-        base = source.segments[0]
-        name, project = _run_name_from_config(config)
-        name = name or base.name[: -len(JSONL_SUFFIX)]
-        project = project or base.parent.name
-        if len(configs) > 1:
-            from papo_verl.compare.configs import config_differences
-
-            differing = config_differences([c for _, c in configs], ignore_bookkeeping=True)
-            if differing:
-                notes.append(f"its segments' resolved configs differ in {', '.join(sorted(differing)[:8])}"
-                             f"{' ...' if len(differing) > 8 else ''}; using {config_path.name}")
-    elif source.kind == "tensorboard":
-        segments = [read_tensorboard_file(p) for p in source.segments]
+        differing = config_differences([c for _, c in configs])
+        if differing:
+            notes.append(f"its segments' resolved configs differ in {', '.join(sorted(differing)[:8])}"
+                         f"{' ...' if len(differing) > 8 else ''}; using {config_path.name}")
+        default_name, default_project = source.segments[0].name[: -len(JSONL_SUFFIX)], source.segments[0].parent.name
+    else:  # tensorboard
+        segments, notes = [read_tensorboard_file(p) for p in source.segments], []
         directory = source.segments[0].parent
         config_path = _tensorboard_config(directory)
         config = read_config_yaml(config_path) if config_path else None
-        name, project = _run_name_from_config(config)
-        name, project = name or directory.name, project or directory.parent.name
-    else:  # pragma: no cover
-        raise CompareError(f"unknown log kind {source.kind}")
+        default_name, default_project = directory.name, directory.parent.name
+    name, project = _run_name_from_config(config)
+    name, project = name or default_name, project or default_project
 
     merged, merge_notes = merge_segments(segments)
     notes.extend(merge_notes)
@@ -516,31 +443,11 @@ def read_run(source: RunSource) -> Run:
         extra, extra_notes = read_file_logger_segment(path)
         notes.extend(extra_notes)
         for step, values in extra.items():
-            row = merged.setdefault(step, {})
-            for metric, value in values.items():
-                row.setdefault(metric, value)
+            merged[step] = {**values, **merged.get(step, {})}
     metrics = _segment_frame(merged)
-    where = ", ".join(str(p) for p in source.segments)
     if metrics.empty:
-        raise CompareError(f"run {name}: its metrics log has no logged step ({where}); the run stopped before "
-                           "its first step, or logged no numeric metric")
+        raise CompareError(f"run {name}: its metrics log has no logged step ({', '.join(map(str, source.segments))}); "
+                           "the run stopped before its first step, or logged no numeric metric")
     return Run(name=name, source=source.kind, log_paths=tuple(source.segments), metrics=metrics,
                config=config, config_path=config_path, project=project, notes=notes)
 
-
-def read_sources(sources: list[RunSource], skip_invalid: bool = False) -> tuple[list[Run], list[str]]:
-    """Read discovered runs.
-
-    Returns the runs and, with ``skip_invalid``, the errors of the runs that were skipped; otherwise
-    the first unusable run raises :class:`CompareError`.
-    """
-    runs: list[Run] = []
-    skipped: list[str] = []
-    for source in sources:
-        try:
-            runs.append(read_run(source))
-        except CompareError as err:
-            if not skip_invalid:
-                raise
-            skipped.append(str(err))
-    return runs, skipped

@@ -10,28 +10,26 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from papo_verl.compare.analysis import TRAIN_SCORE_METRICS, VAL_MEAN_METRIC, Comparison, compare
-from papo_verl.compare.logs import Run
+from papo_verl.compare.logs import CompareError, Run
 
 __all__ = ["PANELS", "Panel", "PlotResult", "panels_for", "plot_runs"]
 
 
 @dataclass(frozen=True)
 class Panel:
-    """One subplot: ``series`` on the left axis, ``secondary`` on a twin right axis (dashed)."""
+    """One subplot: each of ``series`` drawn per algorithm, in its own line style."""
 
     key: str                                   # file name of the single-panel image
     title: str
     ylabel: str
     series: tuple[tuple[str, str], ...]        # (metric, legend suffix)
-    secondary: tuple[tuple[str, str], ...] = ()
-    secondary_ylabel: str = ""
     hline: Optional[float] = None
     # (center, sd): a lighter band center ± 2·sd (means over runs), e.g. a filter's own uncertainty
     band: Optional[tuple[str, str]] = None
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return tuple(m for m, _ in self.series + self.secondary)
+        return tuple(m for m, _ in self.series)
 
 
 PANELS: tuple[Panel, ...] = (
@@ -107,31 +105,21 @@ def _draw_panel(ax, panel: Panel, comparison: Comparison, colors: dict, drawn: d
     from matplotlib.ticker import MaxNLocator
 
     handles = []
-    axes = [(ax, panel.series)]
-    twin = None
-    if panel.secondary and any(comparison.has_metric(m) for m, _ in panel.secondary):
-        twin = ax.twinx()
-        axes.append((twin, panel.secondary))
-    for axis_index, (axis, series) in enumerate(axes):
-        for series_index, (metric, suffix) in enumerate(series):
-            style = "--" if axis_index == 1 else _STYLES[series_index % len(_STYLES)]
-            for label in comparison.labels:
-                agg = comparison.aggregate(metric, label)
-                if agg is None:
-                    continue
-                n_runs = int(agg["n"].max())
-                name = f"{label} (n={n_runs})" + (f" · {suffix}" if suffix else "")
-                steps = agg.index.to_numpy()
-                few = len(steps) <= 25
-                (line,) = axis.plot(steps, agg["mean"].to_numpy(), linestyle=style, color=colors[label],
-                                    marker="o" if few else None, markersize=3, linewidth=1.5, label=name)
-                band = (agg["std"].notna() & (agg["n"] >= 2)).to_numpy()
-                if band.any():  # over the steps that ≥ 2 runs logged (joined across the others)
-                    mean, std = agg["mean"].to_numpy()[band], agg["std"].to_numpy()[band]
-                    axis.fill_between(steps[band], mean - std, mean + std, color=colors[label], alpha=0.18,
-                                      linewidth=0)
-                handles.append(line)
-                drawn.setdefault(label, []).append(metric)
+    for series_index, (metric, suffix) in enumerate(panel.series):
+        for label in comparison.labels:
+            agg = comparison.aggregate(metric, label)
+            if agg is None:
+                continue
+            name = f"{label} (n={int(agg['n'].max())})" + (f" · {suffix}" if suffix else "")
+            steps, mean, std = agg.index.to_numpy(), agg["mean"].to_numpy(), agg["std"].to_numpy()
+            (line,) = ax.plot(steps, mean, linestyle=_STYLES[series_index % len(_STYLES)], color=colors[label],
+                              marker="o" if len(steps) <= 25 else None, markersize=3, linewidth=1.5, label=name)
+            band = (agg["std"].notna() & (agg["n"] >= 2)).to_numpy()
+            if band.any():  # over the steps that ≥ 2 runs logged (joined across the others)
+                ax.fill_between(steps[band], mean[band] - std[band], mean[band] + std[band], color=colors[label],
+                                alpha=0.18, linewidth=0)
+            handles.append(line)
+            drawn.setdefault(label, []).append(metric)
     if panel.band is not None:
         center, sd = panel.band
         for label in comparison.labels:
@@ -148,8 +136,6 @@ def _draw_panel(ax, panel: Panel, comparison: Comparison, colors: dict, drawn: d
     ax.set_title(panel.title, fontsize=10)
     ax.set_xlabel("step")
     ax.set_ylabel(panel.ylabel, fontsize=8)
-    if twin is not None:
-        twin.set_ylabel(panel.secondary_ylabel, fontsize=8)
     ax.grid(True, alpha=0.3)
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="best")
@@ -160,20 +146,12 @@ def _save(fig, path: Path, svg: bool, files: list[Path]) -> None:
     fig.savefig(path, dpi=110)
     files.append(path)
     if svg:
-        svg_path = path.with_suffix(".svg")
-        fig.savefig(svg_path)
-        files.append(svg_path)
+        fig.savefig(path.with_suffix(".svg"))
+        files.append(path.with_suffix(".svg"))
 
 
-def plot_runs(
-    runs: Union[Sequence[Run], Comparison],
-    out_png: Union[str, Path],
-    svg: bool = False,
-    *,
-    panel_dir: Optional[Union[str, Path]] = None,
-    title: Optional[str] = None,
-    **compare_kwargs,
-) -> PlotResult:
+def plot_runs(runs: Union[Sequence[Run], Comparison], out_png: Union[str, Path], svg: bool = False, *,
+              panel_dir: Optional[Union[str, Path]] = None, title: Optional[str] = None, **compare_kwargs) -> PlotResult:
     """Draw every panel with data into one PNG grid (``out_png``; ``svg=True`` adds ``.svg``).
 
     Each algorithm is one colour: its mean over runs (seeds) per step, with a ± sample-std band where
@@ -186,8 +164,6 @@ def plot_runs(
     panels = panels_for(comparison)
     result = PlotResult()
     if not panels:
-        from papo_verl.compare.logs import CompareError
-
         raise CompareError("nothing to plot: the runs log none of the plotted metrics "
                            "(critic/score/mean, val-core/*/mean@N, actor/entropy, response_length/mean, papo/*)")
     colors = _colors(comparison.labels)
@@ -196,9 +172,8 @@ def plot_runs(
     fig = Figure(figsize=(5.2 * ncols, 3.6 * nrows), layout="constrained")
     grid = fig.subplots(nrows, ncols, squeeze=False)
     for ax, panel in zip(grid.flat, panels):
-        drawn: dict[str, list[str]] = {}
+        result.panels[panel.key] = drawn = {}
         _draw_panel(ax, panel, comparison, colors, drawn)
-        result.panels[panel.key] = drawn
     for ax in list(grid.flat)[len(panels):]:
         ax.set_visible(False)
     runs_per_label = ", ".join(f"{label}: {len(members)}" for label, members in comparison.groups.items())
