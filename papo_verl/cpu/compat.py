@@ -178,7 +178,7 @@ AGENT_LOOP_MODULE = "verl.experimental.agent_loop.agent_loop"
 def instantiate_directly(config: Any, *args: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate(config, *args, **kwargs)``, without Hydra's OmegaConf round trip where it
     changes nothing: ``config`` a plain ``{"_target_": fqn}`` and no argument that Hydra would convert (a
-    dict, list, tuple, set or OmegaConf container) or resolve (a string with ``${``)."""
+    dict, list, tuple, set, dataclass or OmegaConf container) or resolve (a string with ``${``)."""
     import hydra
 
     if (
@@ -192,9 +192,12 @@ def instantiate_directly(config: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _hydra_converts(value: Any) -> bool:
+    import dataclasses
+
     from omegaconf import Container
 
-    return isinstance(value, (dict, list, tuple, set, Container)) or (isinstance(value, str) and "${" in value)
+    return (isinstance(value, (dict, list, tuple, set, Container)) or dataclasses.is_dataclass(value)
+            or (isinstance(value, str) and "${" in value))
 
 
 def direct_agent_loop_construction(version: Optional[str] = None) -> str:

@@ -1,5 +1,6 @@
 """The CPU backend's direct construction of verl's agent loops: what Hydra would build, without its merge."""
 
+import dataclasses
 import inspect
 import re
 import sys
@@ -22,6 +23,13 @@ class Recorder:
 TARGET = f"{__name__}.Recorder"
 
 
+@dataclasses.dataclass
+class Spec:
+    """A structured config: Hydra hands it over as a DictConfig."""
+
+    size: int = 3
+
+
 def test_direct_construction_passes_the_same_objects_as_hydra():
     from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap
 
@@ -37,7 +45,7 @@ def test_direct_construction_passes_the_same_objects_as_hydra():
 
 
 @pytest.mark.parametrize("extra", [{"options": {"x": 1}}, {"items": [1, 2]}, {"path": "${oc.env:HOME}"},
-                                   {"settings": DictConfig({"x": 1})}])
+                                   {"settings": DictConfig({"x": 1})}, {"spec": Spec()}])
 def test_arguments_hydra_would_convert_go_through_hydra(extra):
     by_hydra = hydra.utils.instantiate(config={"_target_": TARGET}, **extra)
     direct = instantiate_directly(config={"_target_": TARGET}, **extra)
