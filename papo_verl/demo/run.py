@@ -120,10 +120,13 @@ def demo_training(assets, algorithm: str, seed: int, steps: int, out: Path, extr
     """One demo run (:func:`papo_verl.demo.launch.run_training` on the demo's overrides), then its held-out evaluation."""
     experiment = f"{algorithm}-seed{seed}"
     checkpoints = out / "checkpoints" / experiment
-    resuming = (checkpoints / "latest_checkpointed_iteration.txt").is_file()
+    latest = checkpoints / "latest_checkpointed_iteration.txt"
+    resuming = latest.is_file()
+    # verl resumes from the checkpoint (resume_mode=auto) and validates first only if asked: it saves a step's
+    # checkpoint before that step's validation, so an interruption in between leaves the dump to be made now
+    validated = resuming and (out / "validation" / experiment / f"{int(latest.read_text().strip())}.jsonl").is_file()
     overrides = [*assets.verl_overrides(), *demo_overrides(algorithm, seed, steps, experiment, str(checkpoints)), *extra,
-                 # verl resumes from the checkpoint (resume_mode=auto); its validation at that step was dumped already
-                 *(["trainer.val_before_train=false"] if resuming else [])]
+                 *(["trainer.val_before_train=false"] if validated else [])]
     log_file = _new_path(out / f"{experiment}.log")
     print(f"\n=== papo_verl demo: {algorithm} (seed {seed}), {steps} steps{' (resuming)' if resuming else ''}; "
           f"full log {log_file} ===", flush=True)

@@ -90,3 +90,34 @@ def test_protocol_counts_committed_runs_as_finished_and_never_overwrites(tmp_pat
     # afterwards the new run's log is copied to the committed folder, nothing there is overwritten
     assert (runs / "papo-seed1.jsonl").read_text() == "new run\n"
     assert (runs / "grpo-seed0.config.yaml").read_text() == "committed grpo-seed0.config.yaml\n"
+
+
+class _Assets:
+    def verl_overrides(self):
+        return []
+
+
+@pytest.mark.parametrize("dumped,validates_first", [(True, False), (False, True)])
+def test_a_resumed_run_validates_first_unless_its_checkpoints_validation_was_dumped(tmp_path, monkeypatch, dumped,
+                                                                                     validates_first):
+    """verl saves a step's checkpoint before that step's validation: an interruption in between must not lose it."""
+    import papo_verl.demo.run as run_module
+
+    checkpoints = tmp_path / "checkpoints" / "papo-seed0"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "latest_checkpointed_iteration.txt").write_text("15")
+    validation = tmp_path / "validation" / "papo-seed0"
+    validation.mkdir(parents=True)
+    (validation / "0.jsonl").write_text("{}\n")
+    if dumped:
+        (validation / "15.jsonl").write_text("{}\n")
+    seen = {}
+
+    def run_training(overrides, **kwargs):  # records what verl would be started with
+        seen["overrides"] = overrides
+        return run_module.TrainingRun(name=kwargs["name"], rc=1, wall_s=0.0, log_file="", metrics_file=None)
+
+    monkeypatch.setattr(run_module, "run_training", run_training)
+    run_module.demo_training(_Assets(), "papo", 0, 60, tmp_path, [], echo=False)
+    resolved = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in seen["overrides"]}
+    assert resolved.get("trainer.val_before_train") == ("true" if validates_first else "false")
