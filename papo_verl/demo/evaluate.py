@@ -39,10 +39,6 @@ class EvalResult:
     truncated: float  # share of samples that hit max_new_tokens without <|im_end|>
     examples: list = field(default_factory=list)
 
-    @property
-    def pass1(self) -> float:
-        return self.pass_at[1]
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["pass_at"] = {str(k): v for k, v in self.pass_at.items()}

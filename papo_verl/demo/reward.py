@@ -113,14 +113,6 @@ def parse_steps(text: str) -> list[Step]:
 # into sorted factors. "9-3+4", "(9+4)-3" and "4+(9-3)" share one key; "3*4+5" and "5+4*3" too.
 # ---------------------------------------------------------------------------------------------
 
-def _leaf(value: int) -> tuple:
-    return ("n", value)
-
-
-def _node(op: str, left: tuple, right: tuple) -> tuple:
-    return (op, left, right)
-
-
 def _terms(tree: tuple, sign: int, out: list) -> None:
     if tree[0] == "+":
         _terms(tree[1], sign, out)
@@ -208,7 +200,7 @@ def _choices(value: int, leaves, results: tuple):
     if leaves.get(value, 0) > 0:
         new = dict(leaves)
         new[value] -= 1
-        yield (_leaf(value), 0), new, results
+        yield (("n", value), 0), new, results
 
 
 def _greedy_key(steps) -> str:
@@ -222,14 +214,13 @@ def _greedy_key(steps) -> str:
                     subtrees.append(results.pop(i)[1])
                     break
             else:
-                subtrees.append(_leaf(value))
+                subtrees.append(("n", value))
         last = (st.op, subtrees[0], subtrees[1])
         results.append((st.result, last))
     return canonical_key(last)
 
 
-def check_solution(text: str, numbers: Iterable[int], target: int, ops: str = ALL_OPS,
-                   with_key: bool = True) -> Verdict:
+def check_solution(text: str, numbers: Iterable[int], target: int, ops: str = ALL_OPS) -> Verdict:
     """Check a response against the rules; never raises on model output."""
     numbers = list(numbers)
     try:
@@ -255,7 +246,7 @@ def check_solution(text: str, numbers: Iterable[int], target: int, ops: str = AL
     final = steps[-1].result
     if final != target:
         return Verdict(False, True, f"final result {final} is not the target {target}", tuple(steps))
-    return Verdict(True, True, "correct", tuple(steps), answer_key(steps, numbers) if with_key else None)
+    return Verdict(True, True, "correct", tuple(steps), answer_key(steps, numbers))
 
 
 def parse_ground_truth(ground_truth: Any) -> tuple[list[int], int]:
