@@ -76,12 +76,7 @@ class DemoRecipe:
     eval_seed: int = 0
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["task"] = self.task.to_dict()
-        d["rl_task"] = self.rl_task.to_dict()
-        d["model"] = self.model.to_dict()
-        d["pretrain"] = self.pretrain.to_dict()
-        return d
+        return dataclasses.asdict(self)
 
     def replace(self, **changes) -> "DemoRecipe":
         return dataclasses.replace(self, **changes)
@@ -183,22 +178,16 @@ def _default_log(msg: str) -> None:
     print(f"[papo demo assets] {msg}", file=sys.stderr, flush=True)
 
 
-def _reward_path() -> str:
-    from papo_verl.demo import reward
-
-    return str(Path(reward.__file__).resolve())
-
-
 def _assets_from_entry(entry: Path, built: bool) -> DemoAssets:
-    from papo_verl.demo.reward import DATA_SOURCE
+    from papo_verl.demo import reward
 
     manifest = json.loads((entry / MANIFEST).read_text())
     return DemoAssets(
         model_dir=str(entry / "model"), train_parquet=str(entry / "data" / "train.parquet"),
-        test_parquet=str(entry / "data" / "test.parquet"), reward_path=_reward_path(), reward_name="compute_score",
-        figures=manifest["figures"], key=manifest["key"], entry_dir=str(entry), data_source=DATA_SOURCE,
-        max_prompt_tokens=manifest["max_prompt_tokens"], max_response_tokens=manifest["max_response_tokens"],
-        pretrain=manifest["pretrain"], built=built,
+        test_parquet=str(entry / "data" / "test.parquet"), reward_path=str(Path(reward.__file__).resolve()),
+        reward_name="compute_score", figures=manifest["figures"], key=manifest["key"], entry_dir=str(entry),
+        data_source=reward.DATA_SOURCE, max_prompt_tokens=manifest["max_prompt_tokens"],
+        max_response_tokens=manifest["max_response_tokens"], pretrain=manifest["pretrain"], built=built,
     )
 
 

@@ -33,13 +33,6 @@ class TreeMemory:
     top_at_peak: list = field(default_factory=list)  # [(name, pss_bytes)] of the biggest processes at the PSS peak
 
 
-def _descendants(root: psutil.Process) -> list[psutil.Process]:
-    try:
-        return [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
 class ProcessTreeRun:
     """``with ProcessTreeRun(cmd, env=..., cwd=..., log_path=...) as run: rc = run.wait(timeout_s)``.
 
@@ -96,7 +89,10 @@ class ProcessTreeRun:
     def sample(self) -> None:
         pss = rss = 0
         sizes = []
-        procs = _descendants(self._root)
+        try:
+            procs = [self._root] + self._root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            procs = []
         for p in procs:
             try:
                 self.seen.setdefault(p.pid, p.create_time())

@@ -169,10 +169,8 @@ def write_heldout(validation_dir: Path, eval_file: Path) -> Optional[Path]:
     return path
 
 
-def _series(metrics_file: str, key: str) -> list[tuple[int, float]]:
-    from papo_verl.compare.logs import read_metrics_log
-
-    return [(step, metrics[key]) for step, metrics in read_metrics_log(metrics_file).items() if key in metrics]
+def _series(log: dict, key: str) -> list[tuple[int, float]]:
+    return [(step, metrics[key]) for step, metrics in log.items() if key in metrics]
 
 
 def _start_end(series: list[tuple[int, float]], k: int = 3) -> tuple[float, float]:
@@ -253,6 +251,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 return 1
 
     from papo_verl.compare import load_runs, plot_runs, summary_markdown
+    from papo_verl.compare.logs import read_metrics_log
 
     logs = [r.metrics_file for r in runs]
     loaded = load_runs(logs)
@@ -265,13 +264,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("\n" + "=" * 100)
     print(f"papo_verl demo finished in {time.time() - started:.0f} s; results in {out}")
     for r in runs:
-        reward = _series(r.metrics_file, "critic/score/mean")
-        entropy = _series(r.metrics_file, "actor/entropy")
+        log = read_metrics_log(r.metrics_file)
+        reward = _series(log, "critic/score/mean")
+        entropy = _series(log, "actor/entropy")
         (r0, r1), (h0, h1) = _start_end(reward), _start_end(entropy)
         line = (f"  {r.name:<14} reward {r0:.3f} -> {r1:.3f}   entropy {h0:.3f} -> {h1:.3f} nats   "
                 f"wall {r.wall_s:.0f} s   peak memory {r.peak_pss_gib:.2f} GiB PSS / {r.peak_rss_gib:.2f} GiB RSS")
-        tilt = [v for step, v in _series(r.metrics_file, "papo/tilt")
-                if step not in {s for s, w in _series(r.metrics_file, "papo/tracker_warmup") if w}]
+        tilt = [v for step, v in _series(log, "papo/tilt")
+                if step not in {s for s, w in _series(log, "papo/tracker_warmup") if w}]
         if len(tilt) >= 2:
             import statistics
 
@@ -283,8 +283,6 @@ def main(argv: Optional[list[str]] = None) -> int:
               + ", ".join(f"{name} {pss:.2f}" for name, pss in r.largest_at_peak))
         eval_file = Path(r.metrics_file).with_name(f"{r.name}.eval.jsonl")
         if eval_file.exists():
-            from papo_verl.compare.logs import read_metrics_log
-
             held_out = sorted(read_metrics_log(eval_file).items())
             (first_step, first), (last_step, last) = held_out[0], held_out[-1]
             shown = [k for k in ("eval/pass@1", "eval/pass@4", "eval/pass@16", "eval/distinct_correct") if k in last]
