@@ -34,7 +34,6 @@ overrides of ``EngineRegistry.get_engine_cls``.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 from typing import Any, Callable, Optional
@@ -52,8 +51,6 @@ __all__ = [
     "direct_agent_loop_construction",
     "shorten_replay_buffer_poll",
 ]
-
-logger = logging.getLogger("papo_verl")
 
 ENGINE_DEVICE_ENV = "VERL_ENGINE_DEVICE"
 ENGINE_VENDOR_ENV = "VERL_ENGINE_VENDOR"

@@ -188,7 +188,7 @@ def keep_linear_weights_after_prepack() -> str:
 # ------------------------------------------------------------------------------------------------
 # 3. runtime files in the Ray session's folder; weight-sync socket unique per local cluster
 # ------------------------------------------------------------------------------------------------
-def session_runtime_dir(create: bool = True) -> str:
+def session_runtime_dir() -> str:
     """``<ray temp dir>/<session>/vllm``: where vLLM's IPC sockets and temporary files of this Ray cluster go.
 
     Unique per local cluster and kept with Ray's own session files (instead of loose in /tmp). Short
@@ -198,8 +198,7 @@ def session_runtime_dir(create: bool = True) -> str:
 
     context = ray.get_runtime_context()
     path = os.path.join(context.get_temp_dir(), context.get_session_name(), "vllm")
-    if create:
-        os.makedirs(path, exist_ok=True)
+    os.makedirs(path, exist_ok=True)
     return path
 
 

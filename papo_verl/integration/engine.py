@@ -23,7 +23,6 @@ these statistics) — which verl writes to TransferQueue as fields of the same n
 
 from __future__ import annotations
 
-import logging
 from contextlib import contextmanager
 from typing import Any, Optional
 
@@ -55,7 +54,6 @@ from papo_verl.kernels.logit_sums import finalize_logit_sums
 __all__ = ["ENTROPY_KEY", "OUTPUT_KEYS", "POLARITY_KEY", "PapoFSDPEngineWithLMHead", "STATS_FLAG", "register",
            "token_statistics"]
 
-logger = logging.getLogger("papo_verl")
 
 def _vocab_parallel_statistics(local_logits: Tensor, temperature: Tensor, group, options: dict) -> tuple[Tensor, ...]:
     """``(H, Σπ², Σπ² log π)`` ``[n]`` of logits whose vocabulary is sharded over ``group``.
@@ -188,7 +186,6 @@ class PapoFSDPEngineWithLMHead(FSDPEngineWithLMHead):
             flat = [t.reshape(bsz, length)[valid] for t in stats]  # row-major = per-sample concatenation
         return tuple(torch.nested.nested_tensor_from_jagged(t, cu_seqlens) for t in flat)
 
-
     # ------------------------------------------------------------------ validation of polarity
     def infer_batch(self, data, loss_function=None):
         """verl's inference pass, or one of the two validation stages when :data:`VALIDATE_FLAG` is set."""
@@ -261,8 +258,7 @@ def _response_tensors(model_output, data, key):
 
     values = no_padding_2_padding(model_output[key], data)
     fields = ["response_mask"] + [f for f in (VAL_ADVANTAGES_FIELD, VAL_POLARITY_FIELD) if f in data.keys()]
-    padded = data.select(*fields).to_padded_tensor()
-    return values, padded
+    return values, data.select(*fields).to_padded_tensor()
 
 
 def _loss_scale(data) -> float:

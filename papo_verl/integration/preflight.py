@@ -184,13 +184,7 @@ def prepare(config: DictConfig, check_files: bool = True) -> DictConfig:
     select_trainer_mode(config)
     if uses_papo(config):
         check_papo_config(config)
-    try:
-        check_model_and_data(config)
-    except PreflightError as err:
-        if check_files:
-            raise
-        logger.warning("papo_verl (dry run): %s", err)
-    for check in _EXTRA_CHECKS:  # host checks (e.g. an absent accelerator): warnings in a dry run
+    for check in [check_model_and_data, *_EXTRA_CHECKS]:  # files and host checks (e.g. an absent accelerator)
         try:
             check(config)
         except PreflightError as err:
