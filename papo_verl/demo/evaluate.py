@@ -84,13 +84,8 @@ def evaluate_policy(model_dir: str, problems, n_samples: int = 8, temperature: f
 
     if isinstance(problems, (str, os.PathLike)):
         problems = load_problems(os.fspath(problems))
-    items = []
-    for p in problems:
-        if isinstance(p, dict):
-            items.append(p)
-        else:
-            items.append({"messages": p.messages(), "numbers": list(p.numbers), "target": p.target, "ops": p.ops,
-                          "n_solutions": p.n_solutions})
+    items = [p if isinstance(p, dict) else {"messages": p.messages(), "numbers": list(p.numbers), "target": p.target,
+                                            "ops": p.ops, "n_solutions": p.n_solutions} for p in problems]
     if not items:
         raise ValueError("evaluate_policy: no problems to evaluate")
     ks = sorted(k for k in set(ks) | {n_samples} if k <= n_samples)  # pass@n_samples always

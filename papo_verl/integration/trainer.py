@@ -241,7 +241,8 @@ class PapoTrainer(PPOTrainerSync):
         data.batch[BRANCH_FIELD] = details["branch"]
         out_fields = ["advantages", "returns", BRANCH_FIELD]
         self._papo_validation = None
-        if self._validation_due():
+        every = self.papo.config.validate_every
+        if every > 0 and int(self.global_steps) % every == 0:
             # what the actor needs for the branch response, and what the driver needs after the update
             result = details["result"]
             data.batch[VAL_ADVANTAGES_FIELD] = result.base_advantages
@@ -282,10 +283,6 @@ class PapoTrainer(PPOTrainerSync):
         return batch
 
     # ---------------------------------------------------------------- validation of polarity
-    def _validation_due(self) -> bool:
-        every = self.papo.config.validate_every
-        return every > 0 and int(self.global_steps) % every == 0
-
     def _validation_call(self, batch, stage: str) -> None:
         """One extra ``compute_log_prob`` on the step's batch with the validation flag (outputs go to TransferQueue)."""
         flags = {VALIDATE_FLAG: {"stage": stage}, "calculate_entropy": True, "compute_loss": False,
