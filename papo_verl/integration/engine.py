@@ -23,8 +23,7 @@ these statistics) — which verl writes to TransferQueue as fields of the same n
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -116,17 +115,6 @@ def token_statistics(logits: Tensor, temperature: Tensor, options: Optional[dict
         return stats.entropy, stats.sum_pi_squared, stats.sum_pi_squared_log_pi
 
 
-@contextmanager
-def _non_tensor_override(data, **values: Any):
-    """Temporarily set NonTensorData flags of a micro-batch TensorDict."""
-    previous = {k: tu.get_non_tensor_data(data=data, key=k, default=None) for k in values}
-    tu.assign_non_tensor(data, **values)
-    try:
-        yield
-    finally:
-        tu.assign_non_tensor(data, **previous)
-
-
 class PapoFSDPEngineWithLMHead(FSDPEngineWithLMHead):
     """verl's FSDP/FSDP2 LM engine + PAPO's per-token vocabulary statistics (see module docstring)."""
 
@@ -144,9 +132,11 @@ class PapoFSDPEngineWithLMHead(FSDPEngineWithLMHead):
         entropy_needs_grad = torch.is_grad_enabled() and bool(options.get("entropy_needs_grad", False))
         if wants_entropy and not entropy_needs_grad:
             # our single pass already produced the entropy: skip verl's second read of the logits
-            with _non_tensor_override(micro_batch, calculate_entropy=False):
-                model_output = super().prepare_model_outputs(output, output_args, micro_batch,
-                                                             logits_processor_func)
+            tu.assign_non_tensor(micro_batch, calculate_entropy=False)
+            try:
+                model_output = super().prepare_model_outputs(output, output_args, micro_batch, logits_processor_func)
+            finally:
+                tu.assign_non_tensor(micro_batch, calculate_entropy=wants_entropy)
             model_output["entropy"] = entropy
         else:
             model_output = super().prepare_model_outputs(output, output_args, micro_batch,
