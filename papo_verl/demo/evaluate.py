@@ -79,6 +79,7 @@ def evaluate_policy(model_dir: str, problems, n_samples: int = 8, temperature: f
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from papo_verl.demo.assets import check_model_dir
     from papo_verl.demo.pretrain import chat_prompt_ids
     from papo_verl.demo.reward import check_solution
 
@@ -89,8 +90,6 @@ def evaluate_policy(model_dir: str, problems, n_samples: int = 8, temperature: f
     if not items:
         raise ValueError("evaluate_policy: no problems to evaluate")
     ks = sorted(k for k in set(ks) | {n_samples} if k <= n_samples)  # pass@n_samples always
-    from papo_verl.demo.assets import check_model_dir
-
     check_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prev_threads = torch.get_num_threads()

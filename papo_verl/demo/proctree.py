@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -70,8 +71,6 @@ class ProcessTreeRun:
         return self
 
     def _copy_output(self) -> None:
-        import sys
-
         out = getattr(sys.stdout, "buffer", None)
         for line in iter(self.proc.stdout.readline, b""):
             self._log.write(line)

@@ -23,6 +23,7 @@ into ``mean@n``/``best@n`` = pass@k figures).
 # No ``from __future__ import annotations`` here: verl loads this file with importlib without
 # registering it in sys.modules, and dataclasses cannot resolve string annotations in that case.
 import json
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
@@ -34,6 +35,7 @@ __all__ = [
 
 DATA_SOURCE = "papo_demo/countdown"
 ALL_OPS = "+-*"
+_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 # A response longer than this cannot be a sensible answer (the demo caps responses at a few dozen
 # tokens); rejecting it up front bounds the verifier's work on adversarial text.
 MAX_SOLUTION_CHARS = 2000
@@ -70,16 +72,6 @@ class Verdict:
     reason: str
     steps: tuple = field(default=())
     key: Optional[str] = None  # canonical form of the final expression (distinct answers), when correct
-
-
-def _apply(op: str, a: int, b: int) -> int:
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    raise ValueError(f"unknown operator {op!r}")
 
 
 def _int(text: str) -> int:
@@ -235,7 +227,7 @@ def check_solution(text: str, numbers: Iterable[int], target: int, ops: str = AL
     for step in steps:
         if step.op not in ops:
             return Verdict(False, True, f"operator {step.op!r} not allowed (allowed: {' '.join(ops)})", tuple(steps))
-        if _apply(step.op, step.left, step.right) != step.result:
+        if _APPLY[step.op](step.left, step.right) != step.result:
             return Verdict(False, True, f"wrong arithmetic in {step}", tuple(steps))
         for value in (step.left, step.right):
             if pool.get(value, 0) <= 0:

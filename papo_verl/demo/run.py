@@ -129,8 +129,13 @@ def demo_training(assets, algorithm: str, seed: int, steps: int, out: Path, extr
           f"full log {log_file} ===", flush=True)
     run = run_training(overrides, name=experiment, out=out, log_root=out / "logs", log_file=log_file,
                        timeout_s=6 * 3600, env={"TENSORBOARD_DIR": str(out / "tensorboard" / experiment)}, echo=echo)
-    if run.rc == 0 and run.metrics_file:
-        write_heldout(out / "validation" / experiment, Path(run.metrics_file).with_name(f"{experiment}.eval.jsonl"))
+    eval_file = Path(run.metrics_file).with_name(f"{experiment}.eval.jsonl") if run.metrics_file else None
+    if run.rc == 0 and eval_file and not eval_file.exists() and (out / "validation" / experiment).is_dir():
+        # score the run's validation dumps (pass@k, distinct correct answers) into <experiment>.eval.jsonl
+        from papo_verl.demo.heldout import write_heldout_log
+
+        path = write_heldout_log(out / "validation" / experiment, eval_file)
+        print(f"papo_verl demo: held-out evaluation {path}", flush=True)
     return run
 
 
@@ -156,17 +161,6 @@ def finished_run(out: Path, experiment: str, steps: int) -> Optional[str]:
         if any(metrics.get("training/global_step") == steps for metrics in read_metrics_log(path).values()):
             return str(logs[-1])
     return None
-
-
-def write_heldout(validation_dir: Path, eval_file: Path) -> Optional[Path]:
-    """Score the run's validation dumps (pass@k, distinct correct answers) into ``<experiment>.eval.jsonl``."""
-    from papo_verl.demo.heldout import write_heldout_log
-
-    if eval_file.exists() or not validation_dir.is_dir():
-        return None
-    path = write_heldout_log(validation_dir, eval_file)
-    print(f"papo_verl demo: held-out evaluation {path}", flush=True)
-    return path
 
 
 def _series(log: dict, key: str) -> list[tuple[int, float]]:
