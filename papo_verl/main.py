@@ -29,11 +29,6 @@ FILE_LOGGER_ENV = "VERL_FILE_LOGGER_PATH"
 logger = logging.getLogger("papo_verl")
 
 
-def _loggers(config: DictConfig) -> list[str]:
-    value = OmegaConf.select(config, "trainer.logger", default=[]) or []
-    return [value] if isinstance(value, str) else list(value)
-
-
 def reserve_run_files(config: DictConfig) -> Optional[str]:
     """Give this run a metrics log that no earlier run wrote, and store the resolved config beside it.
 
@@ -44,7 +39,8 @@ def reserve_run_files(config: DictConfig) -> Optional[str]:
     to the same stem with ``.config.yaml`` (``papo-compare`` reads it). Returns the log path, or None
     when the file logger is not configured.
     """
-    if "file" not in _loggers(config):
+    loggers = OmegaConf.select(config, "trainer.logger", default=[]) or []
+    if "file" not in ([loggers] if isinstance(loggers, str) else list(loggers)):
         return None
     path = os.environ.get(FILE_LOGGER_ENV)
     if not path:
@@ -84,7 +80,11 @@ def run(config: DictConfig, dry_run: bool | None = None) -> None:
     try:
         verl_validate(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     except (AssertionError, ValueError, InstantiationException) as err:
-        raise preflight.PreflightError(f"verl's config validation failed: {_root_cause(err)}") from err
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise preflight.PreflightError(
+            f"verl's config validation failed: {str(cause) or type(cause).__name__}") from err
     if dry_run:
         print(OmegaConf.to_yaml(config, resolve=True))
         return
@@ -92,12 +92,6 @@ def run(config: DictConfig, dry_run: bool | None = None) -> None:
     if log_path:
         print(f"papo_verl: metrics log {log_path} (resolved config beside it)")
     run_ppo(config, task_runner_class=TaskRunnerV1)
-
-
-def _root_cause(err: BaseException) -> str:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return str(err) or type(err).__name__
 
 
 @hydra.main(config_path="config", config_name="papo_trainer", version_base=None)

@@ -150,14 +150,6 @@ def merge_segments(segments: list[Segment]) -> tuple[Segment, list[str]]:
     return merged, notes
 
 
-def _segment_frame(merged: Segment) -> pd.DataFrame:
-    frame = pd.DataFrame.from_dict(merged, orient="index", dtype=float).sort_index()
-    frame.index = frame.index.astype(int)
-    frame.index.name = "step"
-    frame = frame.dropna(axis=1, how="all")
-    return frame[sorted(frame.columns)]
-
-
 # ---- verl file logger (*.jsonl) + resolved config (*.config.yaml) ----------------------------------
 
 def _open_text(path: Path):
@@ -406,14 +398,6 @@ def _run_name_from_config(config: Optional[dict]) -> tuple[Optional[str], Option
     return (str(name) if name is not None else None, str(project) if project is not None else None)
 
 
-def _tensorboard_config(directory: Path) -> Optional[Path]:
-    inside = sorted(directory.glob("*" + CONFIG_SUFFIX)) + sorted(directory.glob("config.yaml"))
-    if inside:
-        return inside[0]
-    beside = directory.with_name(directory.name + CONFIG_SUFFIX)
-    return beside if beside.is_file() else None
-
-
 def read_run(source: RunSource) -> Run:
     """Read one discovered run (all its segments); raises :class:`CompareError` if it has no step."""
     if source.error:
@@ -431,7 +415,9 @@ def read_run(source: RunSource) -> Run:
     else:  # tensorboard
         segments, notes = [read_tensorboard_file(p) for p in source.segments], []
         directory = source.segments[0].parent
-        config_path = _tensorboard_config(directory)
+        inside = sorted(directory.glob("*" + CONFIG_SUFFIX)) + sorted(directory.glob("config.yaml"))
+        beside = directory.with_name(directory.name + CONFIG_SUFFIX)
+        config_path = inside[0] if inside else (beside if beside.is_file() else None)
         config = read_config_yaml(config_path) if config_path else None
         default_name, default_project = directory.name, directory.parent.name
     name, project = _run_name_from_config(config)
@@ -444,7 +430,11 @@ def read_run(source: RunSource) -> Run:
         notes.extend(extra_notes)
         for step, values in extra.items():
             merged[step] = {**values, **merged.get(step, {})}
-    metrics = _segment_frame(merged)
+    metrics = pd.DataFrame.from_dict(merged, orient="index", dtype=float).sort_index()
+    metrics.index = metrics.index.astype(int)
+    metrics.index.name = "step"
+    metrics = metrics.dropna(axis=1, how="all")
+    metrics = metrics[sorted(metrics.columns)]
     if metrics.empty:
         raise CompareError(f"run {name}: its metrics log has no logged step ({', '.join(map(str, source.segments))}); "
                            "the run stopped before its first step, or logged no numeric metric")

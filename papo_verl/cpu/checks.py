@@ -17,18 +17,15 @@ laptop: there the findings are logged as warnings instead of raised.
 from __future__ import annotations
 
 import json
-import logging
 import os
-from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from papo_verl.cpu import ROLLOUT_NAME
 from papo_verl.cpu.detect import CPU_PLATFORM, PLATFORM_ENV, accelerator_evidence, cpu_backend_active, forced_platform
+from papo_verl.integration.preflight import PreflightError, _select
 
 __all__ = ["GPU_ROLLOUTS", "check_cpu_backend", "cpu_backend_problems", "vllm_cpu_config_problems"]
-
-logger = logging.getLogger("papo_verl")
 
 GPU_ROLLOUTS = ("sglang", "trtllm")
 _USE_CPU_CONFIG = "run on this machine with `python -m papo_verl.main --config-name papo_trainer_cpu ...`"
@@ -36,14 +33,8 @@ _A = "actor_rollout_ref"
 _R = f"{_A}.rollout"
 
 
-def _select(config: DictConfig, key: str, default: Any = None) -> Any:
-    return OmegaConf.select(config, key, default=default)
-
-
 def check_cpu_backend(config: DictConfig) -> None:
     """Raise ``PreflightError`` listing every one of :func:`cpu_backend_problems` (a dry run logs them instead)."""
-    from papo_verl.integration.preflight import PreflightError
-
     problems = cpu_backend_problems(config)
     if problems:
         raise PreflightError(problems[0] if len(problems) == 1 else "\n  - " + "\n  - ".join(problems))

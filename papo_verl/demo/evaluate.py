@@ -39,10 +39,6 @@ class EvalResult:
     truncated: float  # share of samples that hit max_new_tokens without <|im_end|>
     examples: list = field(default_factory=list)
 
-    @property
-    def pass1(self) -> float:
-        return self.pass_at[1]
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["pass_at"] = {str(k): v for k, v in self.pass_at.items()}
@@ -83,23 +79,17 @@ def evaluate_policy(model_dir: str, problems, n_samples: int = 8, temperature: f
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from papo_verl.demo.assets import check_model_dir
     from papo_verl.demo.pretrain import chat_prompt_ids
     from papo_verl.demo.reward import check_solution
 
     if isinstance(problems, (str, os.PathLike)):
         problems = load_problems(os.fspath(problems))
-    items = []
-    for p in problems:
-        if isinstance(p, dict):
-            items.append(p)
-        else:
-            items.append({"messages": p.messages(), "numbers": list(p.numbers), "target": p.target, "ops": p.ops,
-                          "n_solutions": p.n_solutions})
+    items = [p if isinstance(p, dict) else {"messages": p.messages(), "numbers": list(p.numbers), "target": p.target,
+                                            "ops": p.ops, "n_solutions": p.n_solutions} for p in problems]
     if not items:
         raise ValueError("evaluate_policy: no problems to evaluate")
     ks = sorted(k for k in set(ks) | {n_samples} if k <= n_samples)  # pass@n_samples always
-    from papo_verl.demo.assets import check_model_dir
-
     check_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prev_threads = torch.get_num_threads()

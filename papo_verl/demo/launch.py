@@ -96,7 +96,6 @@ def run_training(overrides: Sequence[str], *, name: str, out: Path, log_root: Pa
                         shutdown_grace_s=shutdown_grace_s) as run:
         rc = run.wait(timeout_s)
         wall = time.time() - run.started_at
-    leftovers = run.survivors  # recorded before the clean-up removed them
     left_behind = sorted(host_files() - before)
     text = log_file.read_text(errors="replace")
     metrics_file = metrics_file_in_log(text)
@@ -107,4 +106,4 @@ def run_training(overrides: Sequence[str], *, name: str, out: Path, log_root: Pa
     return TrainingRun(name, rc if rc is not None else -1, wall, str(log_file), metrics_file,
                        run.memory.peak_pss / _GIB, run.memory.peak_rss / _GIB,
                        [(process, pss / _GIB) for process, pss in run.memory.top_at_peak],
-                       leftovers, left_behind, text[-LOG_TAIL_CHARS:], steps)
+                       run.survivors, left_behind, text[-LOG_TAIL_CHARS:], steps)  # survivors: recorded before removal

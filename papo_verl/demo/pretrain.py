@@ -11,7 +11,6 @@ but reaching the target only in a minority of samples, which is the starting poi
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import time
@@ -34,9 +33,6 @@ class ModelConfig:
     max_position_embeddings: int = 256
     vocab_size: int = 320  # BPE vocabulary trained on the task corpus (the model's equals the tokenizer's)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
 class PretrainConfig:
@@ -56,9 +52,6 @@ class PretrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     threads: int = 1
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass

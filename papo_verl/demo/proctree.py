@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,13 +32,6 @@ class TreeMemory:
     peak_processes: int = 0
     samples: int = 0
     top_at_peak: list = field(default_factory=list)  # [(name, pss_bytes)] of the biggest processes at the PSS peak
-
-
-def _descendants(root: psutil.Process) -> list[psutil.Process]:
-    try:
-        return [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
 
 
 class ProcessTreeRun:
@@ -77,8 +71,6 @@ class ProcessTreeRun:
         return self
 
     def _copy_output(self) -> None:
-        import sys
-
         out = getattr(sys.stdout, "buffer", None)
         for line in iter(self.proc.stdout.readline, b""):
             self._log.write(line)
@@ -96,7 +88,10 @@ class ProcessTreeRun:
     def sample(self) -> None:
         pss = rss = 0
         sizes = []
-        procs = _descendants(self._root)
+        try:
+            procs = [self._root] + self._root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            procs = []
         for p in procs:
             try:
                 self.seen.setdefault(p.pid, p.create_time())

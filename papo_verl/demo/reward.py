@@ -23,6 +23,7 @@ into ``mean@n``/``best@n`` = pass@k figures).
 # No ``from __future__ import annotations`` here: verl loads this file with importlib without
 # registering it in sys.modules, and dataclasses cannot resolve string annotations in that case.
 import json
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
@@ -34,6 +35,7 @@ __all__ = [
 
 DATA_SOURCE = "papo_demo/countdown"
 ALL_OPS = "+-*"
+_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 # A response longer than this cannot be a sensible answer (the demo caps responses at a few dozen
 # tokens); rejecting it up front bounds the verifier's work on adversarial text.
 MAX_SOLUTION_CHARS = 2000
@@ -72,16 +74,6 @@ class Verdict:
     key: Optional[str] = None  # canonical form of the final expression (distinct answers), when correct
 
 
-def _apply(op: str, a: int, b: int) -> int:
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    raise ValueError(f"unknown operator {op!r}")
-
-
 def _int(text: str) -> int:
     if len(text) > 1 and text[0] == "0":
         raise ParseError(f"number with a leading zero: {text!r}")
@@ -112,14 +104,6 @@ def parse_steps(text: str) -> list[Step]:
 # Canonical form of an expression: sums/differences flattened into sorted signed terms, products
 # into sorted factors. "9-3+4", "(9+4)-3" and "4+(9-3)" share one key; "3*4+5" and "5+4*3" too.
 # ---------------------------------------------------------------------------------------------
-
-def _leaf(value: int) -> tuple:
-    return ("n", value)
-
-
-def _node(op: str, left: tuple, right: tuple) -> tuple:
-    return (op, left, right)
-
 
 def _terms(tree: tuple, sign: int, out: list) -> None:
     if tree[0] == "+":
@@ -208,7 +192,7 @@ def _choices(value: int, leaves, results: tuple):
     if leaves.get(value, 0) > 0:
         new = dict(leaves)
         new[value] -= 1
-        yield (_leaf(value), 0), new, results
+        yield (("n", value), 0), new, results
 
 
 def _greedy_key(steps) -> str:
@@ -222,14 +206,13 @@ def _greedy_key(steps) -> str:
                     subtrees.append(results.pop(i)[1])
                     break
             else:
-                subtrees.append(_leaf(value))
+                subtrees.append(("n", value))
         last = (st.op, subtrees[0], subtrees[1])
         results.append((st.result, last))
     return canonical_key(last)
 
 
-def check_solution(text: str, numbers: Iterable[int], target: int, ops: str = ALL_OPS,
-                   with_key: bool = True) -> Verdict:
+def check_solution(text: str, numbers: Iterable[int], target: int, ops: str = ALL_OPS) -> Verdict:
     """Check a response against the rules; never raises on model output."""
     numbers = list(numbers)
     try:
@@ -244,7 +227,7 @@ def check_solution(text: str, numbers: Iterable[int], target: int, ops: str = AL
     for step in steps:
         if step.op not in ops:
             return Verdict(False, True, f"operator {step.op!r} not allowed (allowed: {' '.join(ops)})", tuple(steps))
-        if _apply(step.op, step.left, step.right) != step.result:
+        if _APPLY[step.op](step.left, step.right) != step.result:
             return Verdict(False, True, f"wrong arithmetic in {step}", tuple(steps))
         for value in (step.left, step.right):
             if pool.get(value, 0) <= 0:
@@ -255,7 +238,7 @@ def check_solution(text: str, numbers: Iterable[int], target: int, ops: str = AL
     final = steps[-1].result
     if final != target:
         return Verdict(False, True, f"final result {final} is not the target {target}", tuple(steps))
-    return Verdict(True, True, "correct", tuple(steps), answer_key(steps, numbers) if with_key else None)
+    return Verdict(True, True, "correct", tuple(steps), answer_key(steps, numbers))
 
 
 def parse_ground_truth(ground_truth: Any) -> tuple[list[int], int]:

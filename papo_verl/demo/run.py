@@ -132,8 +132,13 @@ def demo_training(assets, algorithm: str, seed: int, steps: int, out: Path, extr
           f"full log {log_file} ===", flush=True)
     run = run_training(overrides, name=experiment, out=out, log_root=out / "logs", log_file=log_file,
                        timeout_s=6 * 3600, env={"TENSORBOARD_DIR": str(out / "tensorboard" / experiment)}, echo=echo)
-    if run.rc == 0 and run.metrics_file:
-        write_heldout(out / "validation" / experiment, Path(run.metrics_file).with_name(f"{experiment}.eval.jsonl"))
+    eval_file = Path(run.metrics_file).with_name(f"{experiment}.eval.jsonl") if run.metrics_file else None
+    if run.rc == 0 and eval_file and not eval_file.exists() and (out / "validation" / experiment).is_dir():
+        # score the run's validation dumps (pass@k, distinct correct answers) into <experiment>.eval.jsonl
+        from papo_verl.demo.heldout import write_heldout_log
+
+        path = write_heldout_log(out / "validation" / experiment, eval_file)
+        print(f"papo_verl demo: held-out evaluation {path}", flush=True)
     return run
 
 
@@ -161,21 +166,8 @@ def finished_run(out: Path, experiment: str, steps: int) -> Optional[str]:
     return None
 
 
-def write_heldout(validation_dir: Path, eval_file: Path) -> Optional[Path]:
-    """Score the run's validation dumps (pass@k, distinct correct answers) into ``<experiment>.eval.jsonl``."""
-    from papo_verl.demo.heldout import write_heldout_log
-
-    if eval_file.exists() or not validation_dir.is_dir():
-        return None
-    path = write_heldout_log(validation_dir, eval_file)
-    print(f"papo_verl demo: held-out evaluation {path}", flush=True)
-    return path
-
-
-def _series(metrics_file: str, key: str) -> list[tuple[int, float]]:
-    from papo_verl.compare.logs import read_metrics_log
-
-    return [(step, metrics[key]) for step, metrics in read_metrics_log(metrics_file).items() if key in metrics]
+def _series(log: dict, key: str) -> list[tuple[int, float]]:
+    return [(step, metrics[key]) for step, metrics in log.items() if key in metrics]
 
 
 def _start_end(series: list[tuple[int, float]], k: int = 3) -> tuple[float, float]:
@@ -256,6 +248,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 return 1
 
     from papo_verl.compare import load_runs, plot_runs, summary_markdown
+    from papo_verl.compare.logs import read_metrics_log
 
     logs = [r.metrics_file for r in runs]
     loaded = load_runs(logs)
@@ -268,13 +261,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("\n" + "=" * 100)
     print(f"papo_verl demo finished in {time.time() - started:.0f} s; results in {out}")
     for r in runs:
-        reward = _series(r.metrics_file, "critic/score/mean")
-        entropy = _series(r.metrics_file, "actor/entropy")
+        log = read_metrics_log(r.metrics_file)
+        reward = _series(log, "critic/score/mean")
+        entropy = _series(log, "actor/entropy")
         (r0, r1), (h0, h1) = _start_end(reward), _start_end(entropy)
         line = (f"  {r.name:<14} reward {r0:.3f} -> {r1:.3f}   entropy {h0:.3f} -> {h1:.3f} nats   "
                 f"wall {r.wall_s:.0f} s   peak memory {r.peak_pss_gib:.2f} GiB PSS / {r.peak_rss_gib:.2f} GiB RSS")
-        tilt = [v for step, v in _series(r.metrics_file, "papo/tilt")
-                if step not in {s for s, w in _series(r.metrics_file, "papo/tracker_warmup") if w}]
+        tilt = [v for step, v in _series(log, "papo/tilt")
+                if step not in {s for s, w in _series(log, "papo/tracker_warmup") if w}]
         if len(tilt) >= 2:
             import statistics
 
@@ -286,8 +280,6 @@ def main(argv: Optional[list[str]] = None) -> int:
               + ", ".join(f"{name} {pss:.2f}" for name, pss in r.largest_at_peak))
         eval_file = Path(r.metrics_file).with_name(f"{r.name}.eval.jsonl")
         if eval_file.exists():
-            from papo_verl.compare.logs import read_metrics_log
-
             held_out = sorted(read_metrics_log(eval_file).items())
             (first_step, first), (last_step, last) = held_out[0], held_out[-1]
             shown = [k for k in ("eval/pass@1", "eval/pass@4", "eval/pass@16", "eval/distinct_correct") if k in last]

@@ -20,7 +20,6 @@ distinct answers per problem, the shortest of at most 2 steps.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import random
@@ -84,11 +83,6 @@ class TaskConfig:
         if self.max_shortest_steps is not None and self.max_shortest_steps < self.min_shortest_steps:
             raise TaskConfigError(f"TaskConfig.max_shortest_steps ({self.max_shortest_steps}) must be >= "
                                   f"min_shortest_steps ({self.min_shortest_steps})")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["n_numbers"] = list(self.n_numbers)
-        return d
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ such a model on its task before RL.
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Iterable, Optional
 
 __all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_model", "build_tiny_assets", "build_tokenizer", "default_corpus"]
@@ -60,7 +61,11 @@ def build_tokenizer(out_dir: str, corpus: Optional[Iterable[str]] = None, vocab_
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tok.train_from_iterator(list(corpus if corpus is not None else default_corpus()), trainer=trainer)
-    hf = Qwen2Tokenizer(vocab=tok.get_vocab(), merges=_merges(tok.model), unk_token="<|endoftext|>", eos_token="<|im_end|>",
+    with tempfile.TemporaryDirectory() as tmp:  # the trained merges, read back through the BPE model's serialiser
+        merges_file = next(f for f in tok.model.save(tmp) if f.endswith("merges.txt"))
+        with open(merges_file, encoding="utf-8") as fh:
+            merges = [tuple(line.rstrip("\n").split(" ")) for line in fh if line.strip() and not line.startswith("#")]
+    hf = Qwen2Tokenizer(vocab=tok.get_vocab(), merges=merges, unk_token="<|endoftext|>", eos_token="<|im_end|>",
                         pad_token="<|endoftext|>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
     hf.chat_template = CHAT_TEMPLATE
     os.makedirs(out_dir, exist_ok=True)
@@ -69,16 +74,6 @@ def build_tokenizer(out_dir: str, corpus: Optional[Iterable[str]] = None, vocab_
     if len(loaded.encode("\n", add_special_tokens=False)) != 1:
         raise RuntimeError("tiny tokenizer: '\\n' must be a single token (verl's Qwen boundary handling)")
     return loaded
-
-
-def _merges(model) -> list[tuple[str, str]]:
-    """The trained merges as (left, right) pairs, read back through the BPE model's own serialiser."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        merges_file = next(f for f in model.save(tmp) if f.endswith("merges.txt"))
-        with open(merges_file, encoding="utf-8") as fh:
-            return [tuple(line.rstrip("\n").split(" ")) for line in fh if line.strip() and not line.startswith("#")]
 
 
 def build_model(out_dir: str, tokenizer, *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2,

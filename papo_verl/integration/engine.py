@@ -23,9 +23,7 @@ these statistics) — which verl writes to TransferQueue as fields of the same n
 
 from __future__ import annotations
 
-import logging
-from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -55,7 +53,6 @@ from papo_verl.kernels.logit_sums import finalize_logit_sums
 __all__ = ["ENTROPY_KEY", "OUTPUT_KEYS", "POLARITY_KEY", "PapoFSDPEngineWithLMHead", "STATS_FLAG", "register",
            "token_statistics"]
 
-logger = logging.getLogger("papo_verl")
 
 def _vocab_parallel_statistics(local_logits: Tensor, temperature: Tensor, group, options: dict) -> tuple[Tensor, ...]:
     """``(H, Σπ², Σπ² log π)`` ``[n]`` of logits whose vocabulary is sharded over ``group``.
@@ -118,17 +115,6 @@ def token_statistics(logits: Tensor, temperature: Tensor, options: Optional[dict
         return stats.entropy, stats.sum_pi_squared, stats.sum_pi_squared_log_pi
 
 
-@contextmanager
-def _non_tensor_override(data, **values: Any):
-    """Temporarily set NonTensorData flags of a micro-batch TensorDict."""
-    previous = {k: tu.get_non_tensor_data(data=data, key=k, default=None) for k in values}
-    tu.assign_non_tensor(data, **values)
-    try:
-        yield
-    finally:
-        tu.assign_non_tensor(data, **previous)
-
-
 class PapoFSDPEngineWithLMHead(FSDPEngineWithLMHead):
     """verl's FSDP/FSDP2 LM engine + PAPO's per-token vocabulary statistics (see module docstring)."""
 
@@ -146,9 +132,11 @@ class PapoFSDPEngineWithLMHead(FSDPEngineWithLMHead):
         entropy_needs_grad = torch.is_grad_enabled() and bool(options.get("entropy_needs_grad", False))
         if wants_entropy and not entropy_needs_grad:
             # our single pass already produced the entropy: skip verl's second read of the logits
-            with _non_tensor_override(micro_batch, calculate_entropy=False):
-                model_output = super().prepare_model_outputs(output, output_args, micro_batch,
-                                                             logits_processor_func)
+            tu.assign_non_tensor(micro_batch, calculate_entropy=False)
+            try:
+                model_output = super().prepare_model_outputs(output, output_args, micro_batch, logits_processor_func)
+            finally:
+                tu.assign_non_tensor(micro_batch, calculate_entropy=wants_entropy)
             model_output["entropy"] = entropy
         else:
             model_output = super().prepare_model_outputs(output, output_args, micro_batch,
@@ -187,7 +175,6 @@ class PapoFSDPEngineWithLMHead(FSDPEngineWithLMHead):
                                      else logits, temperature.reshape(-1), options, row_valid)
             flat = [t.reshape(bsz, length)[valid] for t in stats]  # row-major = per-sample concatenation
         return tuple(torch.nested.nested_tensor_from_jagged(t, cu_seqlens) for t in flat)
-
 
     # ------------------------------------------------------------------ validation of polarity
     def infer_batch(self, data, loss_function=None):
@@ -261,8 +248,7 @@ def _response_tensors(model_output, data, key):
 
     values = no_padding_2_padding(model_output[key], data)
     fields = ["response_mask"] + [f for f in (VAL_ADVANTAGES_FIELD, VAL_POLARITY_FIELD) if f in data.keys()]
-    padded = data.select(*fields).to_padded_tensor()
-    return values, padded
+    return values, data.select(*fields).to_padded_tensor()
 
 
 def _loss_scale(data) -> float:

@@ -33,18 +33,12 @@ class PapoInputsMissing(ValueError):
 
 def papo_config_from_algorithm(config: Any) -> PapoConfig:
     """``PapoConfig`` from verl's ``algorithm`` config (DictConfig, AlgoConfig or dict); defaults if absent."""
-    block = None
-    if config is not None:
-        block = config.get("papo", None) if hasattr(config, "get") else getattr(config, "papo", None)
-    return PapoConfig.from_mapping(block)
+    return PapoConfig.from_mapping(_get(config, "papo", None))
 
 
 def _get(config: Any, key: str, default: Any) -> Any:
-    if config is None:
-        return default
-    if hasattr(config, "get"):
-        return config.get(key, default)
-    return getattr(config, key, default)
+    """``config[key]`` of a mapping-like config (DictConfig, dict), else its attribute; ``default`` if absent."""
+    return config.get(key, default) if hasattr(config, "get") else getattr(config, key, default)
 
 
 def compute_papo_outcome_advantage(

@@ -143,7 +143,7 @@ class PapoPolicyLoss:
         return out
 
 
-def branch_shares(metrics: dict, drop_raw: bool = True) -> dict:
+def branch_shares(metrics: dict) -> dict:
     """Turn the aggregated raw counts (``actor/papo/n_*``, ``grad_mass*``) into the glossary's shares.
 
     Works on the trainer's reduced metrics (one number per key, the mean over mini-batches of the
@@ -167,8 +167,7 @@ def branch_shares(metrics: dict, drop_raw: bool = True) -> dict:
     }
     if get("n_labelled") is not None:
         shares["polarity_flip_share"] = ratio(get("n_flipped"), get("n_labelled"))
-    if drop_raw:
-        for key in RAW_COUNT_KEYS:
-            metrics.pop(key, None)
+    for key in RAW_COUNT_KEYS:
+        metrics.pop(key, None)
     metrics.update({_P + k: v for k, v in shares.items()})
     return metrics

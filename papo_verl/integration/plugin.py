@@ -132,12 +132,8 @@ def complete_registration(module_name: str) -> None:
         registered.extend(sys.modules[module_name].register())
 
 
-def _register_on_import() -> None:
-    try:
-        register()
-    except Exception:
-        logger.error("papo_verl: PAPO could not be registered with verl", exc_info=True)
-        raise
-
-
-_register_on_import()
+try:
+    register()
+except Exception:
+    logger.error("papo_verl: PAPO could not be registered with verl", exc_info=True)
+    raise

@@ -8,6 +8,7 @@ so both entry points select the PAPO trainer when ``algorithm.adv_estimator=papo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -140,8 +141,6 @@ def check_model_and_data(config: DictConfig) -> None:
 def _check_chat_template(config: DictConfig, folder: str) -> None:
     if _select(config, "data.apply_chat_template_kwargs") is None and not _select(config, "data.return_raw_chat", True):
         return
-    import json
-
     cfg_path = os.path.join(folder, "tokenizer_config.json")
     template = None
     if os.path.isfile(cfg_path):
@@ -166,8 +165,7 @@ def _check_parquet(config: DictConfig, key: str, path: str) -> None:
     columns = set(pq.read_schema(path).names)
     prompt_key = _select(config, "data.prompt_key", "prompt")
     reward_key = _select(config, "data.reward_fn_key", "data_source")
-    required = [prompt_key, reward_key, "reward_model"]
-    missing = [c for c in required if c not in columns]
+    missing = [c for c in (prompt_key, reward_key, "reward_model") if c not in columns]
     if missing:
         raise PreflightError(
             f"{key}: {path} lacks verl's column(s) {missing} (has {sorted(columns)}); verl's RL schema needs "
@@ -184,13 +182,7 @@ def prepare(config: DictConfig, check_files: bool = True) -> DictConfig:
     select_trainer_mode(config)
     if uses_papo(config):
         check_papo_config(config)
-    try:
-        check_model_and_data(config)
-    except PreflightError as err:
-        if check_files:
-            raise
-        logger.warning("papo_verl (dry run): %s", err)
-    for check in _EXTRA_CHECKS:  # host checks (e.g. an absent accelerator): warnings in a dry run
+    for check in [check_model_and_data, *_EXTRA_CHECKS]:  # files and host checks (e.g. an absent accelerator)
         try:
             check(config)
         except PreflightError as err:

@@ -241,7 +241,8 @@ class PapoTrainer(PPOTrainerSync):
         data.batch[BRANCH_FIELD] = details["branch"]
         out_fields = ["advantages", "returns", BRANCH_FIELD]
         self._papo_validation = None
-        if self._validation_due():
+        every = self.papo.config.validate_every
+        if every > 0 and int(self.global_steps) % every == 0:
             # what the actor needs for the branch response, and what the driver needs after the update
             result = details["result"]
             data.batch[VAL_ADVANTAGES_FIELD] = result.base_advantages
@@ -282,10 +283,6 @@ class PapoTrainer(PPOTrainerSync):
         return batch
 
     # ---------------------------------------------------------------- validation of polarity
-    def _validation_due(self) -> bool:
-        every = self.papo.config.validate_every
-        return every > 0 and int(self.global_steps) % every == 0
-
     def _validation_call(self, batch, stage: str) -> None:
         """One extra ``compute_log_prob`` on the step's batch with the validation flag (outputs go to TransferQueue)."""
         flags = {VALIDATE_FLAG: {"stage": stage}, "calculate_entropy": True, "compute_loss": False,
@@ -341,22 +338,19 @@ class PapoTrainer(PPOTrainerSync):
         self.papo.ensure_tracker(total_steps)
         if self.global_steps <= 0:
             return
-        folder = self._resume_folder()
+        # the global_step_N folder verl's _load_checkpoint resumed from (same rules)
+        trainer_cfg = self.config.trainer
+        if trainer_cfg.resume_mode == "resume_path":
+            folder = trainer_cfg.resume_from_path
+            folder = folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
+        else:
+            root = trainer_cfg.default_local_dir
+            folder = find_latest_ckpt_path(root if os.path.isabs(root) else os.path.join(os.getcwd(), root))
         if folder is None or not self.papo.load(folder, total_steps):
             logger.warning("papo_verl: resumed at step %d but %s has no %s; the entropy tracker restarts its "
                            "warm-up", self.global_steps, folder, PAPO_STATE_FILE)
         else:
             logger.info("papo_verl: restored PAPO state from %s", os.path.join(folder, PAPO_STATE_FILE))
-
-    def _resume_folder(self) -> Optional[str]:
-        """The ``global_step_N`` folder verl's ``_load_checkpoint`` resumed from (same rules)."""
-        trainer_cfg = self.config.trainer
-        if trainer_cfg.resume_mode == "resume_path":
-            folder = trainer_cfg.resume_from_path
-            return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
-        root = trainer_cfg.default_local_dir
-        root = root if os.path.isabs(root) else os.path.join(os.getcwd(), root)
-        return find_latest_ckpt_path(root)
 
 
 def register() -> list[str]:
