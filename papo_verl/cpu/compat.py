@@ -26,7 +26,8 @@ verl 0.9.1 has no hook for any of them:
    Hydra's own otherwise.
 5. ``verl.trainer.ppo.metric_utils.process_validation_metrics`` bootstraps ``best@n``/``worst@n`` of
    every numeric reward field per prompt with a Python loop of 1,000 ``np.max``/``np.min`` calls per
-   ``n``: 18 s of the driver's CPU for the demo's 64 prompts × 16 samples, at every validation (``bench/validation_bootstrap.py``).
+   ``n``: 18 s of the driver's CPU for the demo's 64 prompts × 16 samples, at every validation
+   (``bench/validation_bootstrap.py``).
    :func:`vectorised_validation_bootstrap` gives the module a ``bootstrap_metric`` that draws the same
    indices from the same seeded generator and reduces the whole index matrix at once — the same
    floats, bit for bit (max and min are exact) — when the data are finite real numbers and the
