@@ -63,6 +63,8 @@ _BOOKKEEPING_KEYS = frozenset({
     "trainer.experiment_name", "trainer.project_name", "trainer.default_local_dir",
     "trainer.rollout_data_dir", "trainer.validation_data_dir",
     "trainer.resume_mode", "trainer.resume_from_path",
+    # whether step 0 is validated: the demo launcher sets it on a resume whose last validation is missing
+    "trainer.val_before_train",
     # checkpointing and logging: where and how often, not what is trained
     "trainer.save_freq", "trainer.max_actor_ckpt_to_keep", "trainer.max_critic_ckpt_to_keep",
     "trainer.default_hdfs_dir", "trainer.del_local_ckpt_after_load", "trainer.logger",

@@ -114,7 +114,9 @@ def test_same_algorithm_runs_differing_in_non_seed_keys_are_warned_about(tmp_pat
 
 def test_base_config_mismatch_between_algorithms_is_warned_with_the_keys(tmp_path):
     write_file_run(tmp_path, run_config("papo", 1, "papo-seed1"), synthetic_metrics("papo", 1, STEPS))
+    # val_before_train is not a base-config difference: a resumed run sets it to validate first
     write_file_run(tmp_path, run_config("grpo", 1, "grpo-seed1", **{"data.max_response_length": 1024,
+                                                                      "trainer.val_before_train": False,
                                                                       "actor_rollout_ref.actor.optim.lr": 2e-6}),
                    synthetic_metrics("grpo", 1, STEPS))
     _, comparison, messages = _load([tmp_path])
