@@ -36,8 +36,10 @@ PANELS: tuple[Panel, ...] = (
     Panel("entropy", "Policy entropy", "actor/entropy (nats)", (("actor/entropy", ""),)),
     Panel("response_length", "Response length", "response_length/mean (tokens)", (("response_length/mean", ""),)),
     Panel("pg_clipfrac", "PPO clip fraction", "actor/pg_clipfrac", (("actor/pg_clipfrac", ""),)),
-    Panel("eval_pass", "Held-out pass@k", "eval/pass@k",
-          (("eval/pass@1", "pass@1"), ("eval/pass@4", "pass@4"), ("eval/pass@16", "pass@16"))),
+    # one panel per k: on a shared axis pass@1 (≈ 0.2) and pass@16 (≈ 0.6) flatten each other's differences
+    Panel("eval_pass16", "Held-out pass@16", "eval/pass@16", (("eval/pass@16", ""),)),
+    Panel("eval_pass4", "Held-out pass@4", "eval/pass@4", (("eval/pass@4", ""),)),
+    Panel("eval_pass1", "Held-out pass@1", "eval/pass@1", (("eval/pass@1", ""),)),
     Panel("eval_distinct", "Held-out distinct correct answers per problem", "eval/distinct_correct",
           (("eval/distinct_correct", ""),)),
     Panel("papo_tilt", "PAPO tilt g", "papo/tilt (>0: towards expansion)", (("papo/tilt", ""),), hline=0.0),
@@ -101,7 +103,11 @@ def _colors(labels: Sequence[str]) -> dict[str, str]:
     return {label: cmap(i % 10) for i, label in enumerate(labels)}
 
 
-def _draw_panel(ax, panel: Panel, comparison: Comparison, colors: dict, drawn: dict[str, list[str]]) -> None:
+def _draw_panel(ax, panel: Panel, comparison: Comparison, colors: dict, drawn: dict[str, list[str]],
+                legend: str = "full") -> None:
+    """Draw ``panel`` on ``ax``. ``legend="full"``: every line (algorithm, n, series); ``"styles"``: only the
+    series' line styles, for a grid whose figure legend names the algorithms' colours."""
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     handles = []
@@ -137,8 +143,11 @@ def _draw_panel(ax, panel: Panel, comparison: Comparison, colors: dict, drawn: d
     ax.set_xlabel("step")
     ax.set_ylabel(panel.ylabel, fontsize=8)
     ax.grid(True, alpha=0.3)
-    if handles:
+    if legend == "full" and handles:
         ax.legend(handles=handles, fontsize=7, loc="best")
+    elif legend == "styles" and len(panel.series) > 1 and handles:
+        ax.legend(handles=[Line2D([], [], color="0.3", linestyle=_STYLES[i % len(_STYLES)], label=suffix)
+                           for i, (_, suffix) in enumerate(panel.series)], fontsize=7, loc="best")
 
 
 def _save(fig, path: Path, svg: bool, files: list[Path]) -> None:
@@ -150,12 +159,41 @@ def _save(fig, path: Path, svg: bool, files: list[Path]) -> None:
         files.append(path.with_suffix(".svg"))
 
 
+def _grid_figure(comparison: Comparison, panels: Sequence[Panel], colors: dict, title: Optional[str],
+                 drawn: dict[str, dict[str, list[str]]]):
+    """Every panel in a grid of 3 columns; one legend names the algorithms' colours (in the first empty
+    cell, else under the grid), each panel's own only its series' line styles."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(5.2 * ncols, 3.6 * nrows), layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, panel in zip(grid.flat, panels):
+        drawn[panel.key] = {}
+        _draw_panel(ax, panel, comparison, colors, drawn[panel.key], legend="styles")
+    algorithms = [Line2D([], [], color=colors[label], linewidth=2.0, label=f"{label} (n={len(comparison.groups[label])})")
+                  for label in comparison.labels]
+    spare = list(grid.flat)[len(panels):]
+    for ax in spare:
+        ax.set_axis_off()
+    if spare:
+        spare[0].legend(handles=algorithms, loc="center", fontsize=9, title="algorithm (runs)")
+    else:
+        fig.legend(handles=algorithms, loc="outside lower center", ncols=min(len(algorithms), 4), fontsize=9)
+    runs_per_label = ", ".join(f"{label}: {len(members)}" for label, members in comparison.groups.items())
+    fig.suptitle(title or f"mean ± std over seeds, steps ≤ {comparison.horizon} (runs — {runs_per_label})", fontsize=11)
+    return fig
+
+
 def plot_runs(runs: Union[Sequence[Run], Comparison], out_png: Union[str, Path], svg: bool = False, *,
               panel_dir: Optional[Union[str, Path]] = None, title: Optional[str] = None, **compare_kwargs) -> PlotResult:
     """Draw every panel with data into one PNG grid (``out_png``; ``svg=True`` adds ``.svg``).
 
-    Each algorithm is one colour: its mean over runs (seeds) per step, with a ± sample-std band where
-    at least two runs logged the step. Metrics an algorithm does not log (``papo/*`` for GRPO) are
+    Each algorithm is one colour (named once, in the grid's legend, with its number of runs): its mean
+    over runs (seeds) per step, with a ± sample-std band where at least two runs logged the step; a
+    panel's own legend names its series' line styles. Metrics an algorithm does not log (``papo/*`` for GRPO) are
     absent from its panels. ``panel_dir`` also writes one image per panel (``<panel key>.png``).
     """
     from matplotlib.figure import Figure
@@ -167,17 +205,7 @@ def plot_runs(runs: Union[Sequence[Run], Comparison], out_png: Union[str, Path],
         raise CompareError("nothing to plot: the runs log none of the plotted metrics "
                            "(critic/score/mean, val-core/*/mean@N, actor/entropy, response_length/mean, papo/*)")
     colors = _colors(comparison.labels)
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(5.2 * ncols, 3.6 * nrows), layout="constrained")
-    grid = fig.subplots(nrows, ncols, squeeze=False)
-    for ax, panel in zip(grid.flat, panels):
-        result.panels[panel.key] = drawn = {}
-        _draw_panel(ax, panel, comparison, colors, drawn)
-    for ax in list(grid.flat)[len(panels):]:
-        ax.set_visible(False)
-    runs_per_label = ", ".join(f"{label}: {len(members)}" for label, members in comparison.groups.items())
-    fig.suptitle(title or f"mean ± std over seeds, steps ≤ {comparison.horizon} (runs — {runs_per_label})", fontsize=11)
+    fig = _grid_figure(comparison, panels, colors, title, result.panels)
     _save(fig, Path(out_png), svg, result.files)
     if panel_dir is not None:
         for panel in panels:

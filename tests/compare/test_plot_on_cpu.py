@@ -10,7 +10,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 from papo_verl.compare import CompareWarning, compare, load_runs, plot_runs
-from papo_verl.compare.plot import _draw_panel, _colors, panels_for
+from papo_verl.compare.plot import _colors, _draw_panel, _grid_figure, panels_for
 from tests.compare.helpers import png_size, run_config, synthetic_metrics, write_file_run
 
 PAPO_PANELS = {"papo_tilt", "papo_weights", "papo_token_share", "papo_entropy_filter", "papo_slope_snr",
@@ -90,6 +90,31 @@ def test_curve_is_the_mean_over_seeds_with_a_std_band(runs_dir):
     lower = values.mean(axis=1) - values.std(axis=1, ddof=1)
     assert vertices[:, 1].max() == pytest.approx(upper.max(), rel=1e-9)
     assert vertices[:, 1].min() == pytest.approx(lower.min(), rel=1e-9)
+
+
+def test_grid_names_each_algorithm_once_and_panels_only_their_line_styles(runs_dir):
+    root, _ = runs_dir
+    comparison = compare(_runs([root]))
+    panels = [p for p in panels_for(comparison) if p.key in ("entropy", "papo_weights", "papo_tilt", "train_score")]
+    fig = _grid_figure(comparison, panels, _colors(comparison.labels), None, {})
+    legends = {ax: ax.get_legend() for ax in fig.axes if ax.get_legend() is not None}
+    by_title = {ax.get_title(): legend for ax, legend in legends.items()}
+    # 4 panels in a 2 x 3 grid: the algorithms' legend in the first empty cell, with each one's run count
+    (spare,) = [ax for ax in legends if not ax.axison]
+    assert [t.get_text() for t in legends[spare].get_texts()] == ["grpo (n=2)", "papo (n=2)"]
+    assert [t.get_text() for t in by_title["PAPO branch weights"].get_texts()] == ["w₊ expand", "w₋ contract"]
+    assert set(by_title) == {"PAPO branch weights", ""}  # "": the spare cell; single-series panels have none
+    # with no empty cell the algorithms go under the grid, in the figure's own legend
+    fig = _grid_figure(comparison, panels[:3], _colors(comparison.labels), None, {})
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["grpo (n=2)", "papo (n=2)"]
+
+
+def test_held_out_pass_at_k_gets_one_panel_per_k():
+    from papo_verl.compare.plot import PANELS
+
+    keys = [p.key for p in PANELS if p.key.startswith("eval_pass")]
+    assert keys == ["eval_pass16", "eval_pass4", "eval_pass1"]  # the primary metric first
+    assert [p.metrics for p in PANELS if p.key in keys] == [("eval/pass@16",), ("eval/pass@4",), ("eval/pass@1",)]
 
 
 @pytest.mark.slow  # renders figures / runs the CLI (seconds each)
