@@ -69,6 +69,8 @@ _BOOKKEEPING_KEYS = frozenset({
     "trainer.save_freq", "trainer.max_actor_ckpt_to_keep", "trainer.max_critic_ckpt_to_keep",
     "trainer.default_hdfs_dir", "trainer.del_local_ckpt_after_load", "trainer.logger",
     "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH",
+    # how a DataProto travels between Ray actors (torch.save or raw bytes: the same tensors either way)
+    "ray_kwargs.ray_init.runtime_env.env_vars.VERL_DATAPROTO_SERIALIZATION_METHOD",
 })
 
 _SEED_IN_NAME = re.compile(r"seed[-_=]?(\d+)", re.IGNORECASE)
