@@ -37,7 +37,10 @@ TRAIN_SCORE_METRICS = ("critic/score/mean", "critic/rewards/mean")
 VAL_MEAN_METRIC = re.compile(r"^val-core/(?P<source>.+)/(?P<var>[^/]+)/mean@(?P<n>\d+)$")
 TABLE_METRICS = ("actor/entropy", "response_length/mean", "actor/pg_clipfrac", "papo/tilt", "papo/expand_weight",
                  "papo/contract_weight", "papo/token_share_expand", "papo/entropy_slope_snr",
-                 "papo/val/branch_dH_expand", "papo/val/branch_dH_contract", "papo/val/sign_agreement")
+                 # the same-batch validation: each split's branch responses, and how well P_t predicts ΔH_t
+                 "papo/val/branch_dH_expand", "papo/val/branch_dH_contract",
+                 "papo/val/sign_split_dH_neg_adv", "papo/val/sign_split_dH_pos_adv",
+                 "papo/val/sign_agreement", "papo/val/sign_agreement_sampled_only", "papo/val/token_corr_pearson")
 _HIGHER_IS_BETTER = re.compile(r"(score|reward|acc)", re.IGNORECASE)
 HELD_OUT_PREFIXES = ("eval/",)  # papo_verl's held-out evaluation (papo_verl.demo.heldout)
 STATISTICS = ("final", "best", "auc")

@@ -124,6 +124,7 @@ def synthetic_metrics(algorithm: str, seed: int, steps: Iterable[int], val_every
                     "papo/val/dH_first_order": float(rng.normal(0, 1e-2)),
                     "papo/val/sign_agreement": float(rng.uniform(0.4, 0.6)),
                     "papo/val/sign_agreement_sampled_only": float(rng.uniform(0.4, 0.6)),
+                    "papo/val/token_corr_pearson": float(rng.uniform(0, 0.5)),
                 })
         out[step] = m
     return out

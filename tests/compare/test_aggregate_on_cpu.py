@@ -226,3 +226,18 @@ def test_final_window_averages_each_runs_last_steps_before_the_seed_statistics(t
     capsys.readouterr()
     assert main([str(root), "-o", str(tmp_path / "bad"), "--final-window", "0"]) == 2
     assert "final_window must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_summary_rows_cover_what_the_protocols_hypotheses_compare(tmp_path):
+    """Each split's branch responses (H4), exact vs sampled-only sign agreement (H5) and the token correlation
+    are summary rows by default, in that order after PAPO's weights."""
+
+    write_file_run(tmp_path, run_config("papo", 1, "papo-seed1"), synthetic_metrics("papo", 1, range(1, 9)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompareWarning)
+        comparison = compare(load_runs([tmp_path]))
+    rows = [m for m in comparison.table_metrics() if m.startswith("papo/val/")]
+    assert rows == ["papo/val/branch_dH_expand", "papo/val/branch_dH_contract", "papo/val/sign_split_dH_neg_adv",
+                    "papo/val/sign_split_dH_pos_adv", "papo/val/sign_agreement", "papo/val/sign_agreement_sampled_only",
+                    "papo/val/token_corr_pearson"]
+    assert "| `papo/val/sign_agreement_sampled_only` |" in comparison.markdown()
