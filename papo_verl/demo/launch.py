@@ -25,6 +25,9 @@ METRICS_LOG_MARKER = "papo_verl: metrics log "
 # never inherited by a run: a fresh local cluster, and the log file main reserves itself
 DROPPED_ENV = ("RAY_ADDRESS", "VERL_FILE_LOGGER_PATH")
 LOG_TAIL_CHARS = 6000
+# Ray's own message when its local node is not up within a fixed 30 s (ray/_private/node.py): on a loaded
+# machine the GCS and raylet start too slowly; nothing of the run has started, so it is tried again
+RAY_STARTUP_FAILURE = "The current node timed out during startup"
 _GIB = 1024 ** 3
 
 
@@ -70,14 +73,19 @@ def metrics_file_in_log(text: str) -> Optional[str]:
 
 def run_training(overrides: Sequence[str], *, name: str, out: Path, log_root: Path, log_file: Path,
                  timeout_s: float, config_name: str = "papo_trainer_cpu", env: Optional[Mapping[str, Optional[str]]] = None,
-                 echo: bool = False, shutdown_grace_s: float = 10.0) -> TrainingRun:
+                 echo: bool = False, shutdown_grace_s: float = 10.0, ray_startup_retries: int = 2,
+                 retry_pause_s: float = 30.0) -> TrainingRun:
     """Run ``python -m papo_verl.main --config-name <config_name> <overrides>`` in ``out`` and measure it.
 
     ``log_root`` becomes ``VERL_FILE_LOGGER_ROOT`` (the metrics log is ``<log_root>/<project>/<experiment>.jsonl``
     or, if that exists, ``-2``, ``-3`` …); ``env`` adds variables to this process's environment (``None``
     removes one; :data:`DROPPED_ENV` are always removed). The output goes to ``log_file`` (and to stdout
     with ``echo``). A run past ``timeout_s`` is terminated and gets ``rc=-1``. Processes of the tree still alive
-    ``shutdown_grace_s`` after the command ended are reported in ``leftovers``, then removed.
+    ``shutdown_grace_s`` after the command ended are reported in ``leftovers``, then removed. A run that fails
+    because Ray's local node did not start in time (:data:`RAY_STARTUP_FAILURE`, before any training step) is
+    started again after ``retry_pause_s``, at most ``ray_startup_retries`` times; the failed attempt's output
+    is kept beside ``log_file`` as ``<stem>.ray-startup-<n>.log`` (its metrics log, reserved and empty, is
+    removed with its resolved config so that the retry logs under the same name).
     """
     from papo_verl.compare.logs import read_metrics_log
     from papo_verl.demo.proctree import ProcessTreeRun
@@ -91,18 +99,33 @@ def run_training(overrides: Sequence[str], *, name: str, out: Path, log_root: Pa
             run_env.pop(key, None)
         else:
             run_env[key] = value
-    before = host_files()
-    with ProcessTreeRun(cmd, env=run_env, cwd=str(out), log_path=str(log_file), echo=echo,
-                        shutdown_grace_s=shutdown_grace_s) as run:
-        rc = run.wait(timeout_s)
-        wall = time.time() - run.started_at
-    left_behind = sorted(host_files() - before)
-    text = log_file.read_text(errors="replace")
-    metrics_file = metrics_file_in_log(text)
-    steps = {}
-    if metrics_file and os.path.exists(metrics_file):
-        steps = {step: metrics for step, metrics in read_metrics_log(metrics_file).items()
-                 if "training/global_step" in metrics}
+    for attempt in range(1, ray_startup_retries + 2):
+        before = host_files()
+        with ProcessTreeRun(cmd, env=run_env, cwd=str(out), log_path=str(log_file), echo=echo,
+                            shutdown_grace_s=shutdown_grace_s) as run:
+            rc = run.wait(timeout_s)
+            wall = time.time() - run.started_at
+        left_behind = sorted(host_files() - before)
+        text = log_file.read_text(errors="replace")
+        metrics_file = metrics_file_in_log(text)
+        steps = {}
+        if metrics_file and os.path.exists(metrics_file):
+            steps = {step: metrics for step, metrics in read_metrics_log(metrics_file).items()
+                     if "training/global_step" in metrics}
+        if rc == 0 or steps or RAY_STARTUP_FAILURE not in text or attempt > ray_startup_retries:
+            break
+        kept = log_file.with_name(f"{log_file.stem}.ray-startup-{attempt}.log")
+        log_file.rename(kept)
+        if metrics_file and os.path.exists(metrics_file) and os.path.getsize(metrics_file) == 0:
+            # the attempt reserved its metrics log and logged nothing: the retry takes the same name again
+            config_file = Path(metrics_file).with_suffix(".config.yaml")
+            os.remove(metrics_file)
+            if config_file.exists():
+                os.remove(config_file)
+        print(f"papo_verl: {name}: Ray's local node did not start in time (an overloaded machine?); its output is in "
+              f"{kept}; starting the run again in {retry_pause_s:.0f} s (retry {attempt} of {ray_startup_retries})",
+              file=sys.stderr, flush=True)
+        time.sleep(retry_pause_s)
     return TrainingRun(name, rc if rc is not None else -1, wall, str(log_file), metrics_file,
                        run.memory.peak_pss / _GIB, run.memory.peak_rss / _GIB,
                        [(process, pss / _GIB) for process, pss in run.memory.top_at_peak],

@@ -6,7 +6,7 @@ import os
 import sys
 import uuid
 
-from papo_verl.demo.launch import metrics_file_in_log, run_training
+from papo_verl.demo.launch import RAY_STARTUP_FAILURE, metrics_file_in_log, run_training
 
 FAKE_MAIN = r"""#!/bin/sh
 echo "ARGS $*"
@@ -82,3 +82,49 @@ def test_a_process_that_outlives_the_run_is_reported_then_removed(tmp_path, monk
 def test_metrics_file_in_log():
     assert metrics_file_in_log("x\npapo_verl: metrics log /a/b/c.jsonl (resolved config beside it)\n") == "/a/b/c.jsonl"
     assert metrics_file_in_log("no file logger\n") is None
+
+
+FLAKY_RAY_START = r"""#!/bin/sh
+n=$(cat "$PROBE_COUNT" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "$PROBE_COUNT"
+mkdir -p "$VERL_FILE_LOGGER_ROOT/proj"
+log="$VERL_FILE_LOGGER_ROOT/proj/exp.jsonl"
+[ -e "$log" ] && log="$VERL_FILE_LOGGER_ROOT/proj/exp-2.jsonl"   # papo_verl.main's reservation
+: > "$log"; echo "resolved" > "${log%.jsonl}.config.yaml"
+echo "papo_verl: metrics log $log (resolved config beside it)"
+if [ "$n" -le "$PROBE_FAILURES" ]; then echo "Exception: $PROBE_MESSAGE"; exit 1; fi
+printf '%s\n' '{"step": 1, "data": {"training/global_step": 1}}' > "$log"
+exit 0
+"""
+
+
+def _flaky(tmp_path, monkeypatch, failures, message=RAY_STARTUP_FAILURE, retries=2):
+    fake = tmp_path / "fake-python"
+    fake.write_text(FLAKY_RAY_START)
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    out = tmp_path / "out"
+    out.mkdir()
+    run = run_training([], name="exp", out=out, log_root=out / "logs", log_file=out / "exp.log", timeout_s=60,
+                       env={"PROBE_COUNT": str(tmp_path / "count"), "PROBE_FAILURES": str(failures),
+                            "PROBE_MESSAGE": message}, ray_startup_retries=retries, retry_pause_s=0.0)
+    return run, out, int((tmp_path / "count").read_text())
+
+
+def test_a_run_whose_ray_node_did_not_start_is_started_again(tmp_path, monkeypatch, capsys):
+    run, out, attempts = _flaky(tmp_path, monkeypatch, failures=2)
+    assert attempts == 3 and run.rc == 0 and list(run.steps) == [1]
+    # the retry logged under the run's own name; the failed attempts' output is kept, their empty logs are not
+    assert run.metrics_file == str(out / "logs" / "proj" / "exp.jsonl")
+    assert sorted(p.name for p in (out / "logs" / "proj").iterdir()) == ["exp.config.yaml", "exp.jsonl"]
+    assert sorted(p.name for p in out.glob("exp*.log")) == ["exp.log", "exp.ray-startup-1.log", "exp.ray-startup-2.log"]
+    assert RAY_STARTUP_FAILURE in (out / "exp.ray-startup-1.log").read_text()
+    assert "retry 2 of 2" in capsys.readouterr().err
+
+
+def test_retries_are_bounded_and_other_failures_are_not_retried(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    run, _, attempts = _flaky(tmp_path / "a", monkeypatch, failures=5)
+    assert attempts == 3 and run.rc == 1 and RAY_STARTUP_FAILURE in run.log_tail
+    (tmp_path / "b").mkdir()
+    run, out, attempts = _flaky(tmp_path / "b", monkeypatch, failures=1, message="CUDA error: no device")
+    assert attempts == 1 and run.rc == 1 and not list(out.glob("*.ray-startup-*.log"))
