@@ -62,7 +62,7 @@ def main() -> None:
             start = time.process_time()
             back = pickle.loads(pickle.dumps(data))
             cpu[method] += time.process_time() - start
-            size[method] = len(pickle.dumps(data))
+            size.setdefault(method, len(pickle.dumps(data)))
             for key, value in data.batch.items():
                 assert back.batch[key].dtype == value.dtype and torch.equal(back.batch[key], value), key
             assert back.non_tensor_batch.keys() == data.non_tensor_batch.keys()

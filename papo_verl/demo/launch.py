@@ -87,7 +87,7 @@ def run_training(overrides: Sequence[str], *, name: str, out: Path, log_root: Pa
     is kept beside ``log_file`` as ``<stem>.ray-startup-<n>.log`` (its metrics log, reserved and empty, is
     removed with its resolved config so that the retry logs under the same name).
     """
-    from papo_verl.compare.logs import read_metrics_log
+    from papo_verl.compare.logs import CONFIG_SUFFIX, read_metrics_log
     from papo_verl.demo.proctree import ProcessTreeRun
 
     out, log_file = Path(out), Path(log_file)
@@ -118,7 +118,7 @@ def run_training(overrides: Sequence[str], *, name: str, out: Path, log_root: Pa
         log_file.rename(kept)
         if metrics_file and os.path.exists(metrics_file) and os.path.getsize(metrics_file) == 0:
             # the attempt reserved its metrics log and logged nothing: the retry takes the same name again
-            config_file = Path(metrics_file).with_suffix(".config.yaml")
+            config_file = Path(metrics_file).with_suffix(CONFIG_SUFFIX)
             os.remove(metrics_file)
             if config_file.exists():
                 os.remove(config_file)

@@ -3,9 +3,10 @@
 The end-to-end test starts ``python -m papo_verl.main``, which starts a local Ray cluster (gcs,
 raylet, ~10 worker processes) as its descendants. :class:`ProcessTreeRun` samples the tree every
 ``interval_s`` (summed RSS, process count) and its summed PSS every ``pss_every`` samples and whenever
-the summed RSS reaches a new high (reading PSS walks every page table: ~150 ms of CPU for the demo's
-~23 processes, 15 % of a core at 1 Hz, which the run itself would lose on a 2-core machine; reading RSS
-costs ~0.5 ms), and, whatever happens (success, failure, timeout), terminates every process of the tree it has seen that is still alive — identified by
+the summed RSS reaches a new high (reading PSS walks every page table: ~170 ms of CPU for a protocol
+run's 23 processes, 17 % of a core at 1 Hz, taken from the run on a 2-core machine; reading RSS costs
+~0.5 ms; ``bench/tree_memory_sampling.py``). Whatever happens (success, failure, timeout), it
+terminates every process of the tree it has seen that is still alive — identified by
 (pid, create_time), so a recycled pid is never touched.
 """
 

@@ -14,7 +14,7 @@ blocks = []
 for _ in range(3):
     blocks.append(bytearray(64 << 20))
     time.sleep(0.3)
-time.sleep(1.5)
+time.sleep(3.0)
 '''])
 child.wait()
 """
