@@ -43,7 +43,7 @@ TABLE_METRICS = ("actor/entropy", "response_length/mean", "actor/pg_clipfrac", "
                  "papo/val/sign_agreement", "papo/val/sign_agreement_sampled_only", "papo/val/token_corr_pearson")
 _HIGHER_IS_BETTER = re.compile(r"(score|reward|acc)", re.IGNORECASE)
 HELD_OUT_PREFIXES = ("eval/",)  # papo_verl's held-out evaluation (papo_verl.demo.heldout)
-STATISTICS = ("final", "best", "auc")
+STATISTICS = ("final", "best", "auc", "initial")
 
 
 def _warn(message: str, sink: Optional[list] = None) -> None:
@@ -218,7 +218,10 @@ class SummaryRow:
     """One statistic of one metric for one algorithm, over its runs (seeds).
 
     ``statistic``: ``final`` (each run's mean of its last ``final_window`` values), ``best`` (each run's
-    best value so far) or ``auc`` (each run's area under the curve per step: its mean level over training).
+    best value so far), ``auc`` (each run's area under the curve per step: its mean level over training) or
+    ``initial`` (held-out metrics: each run's first evaluation, before training with verl's
+    ``trainer.val_before_train``; every algorithm starts from the same policy there, so its differences are
+    evaluation noise alone: a placebo that shows how often the table's intervals exclude 0 by chance).
     ``values`` are the per-run values the mean, std and the t interval are computed from; ``diff`` and
     the rest compare them with the baseline algorithm's values (Welch), when a baseline is set.
     """
@@ -301,7 +304,7 @@ class Comparison:
         return bool(VAL_MEAN_METRIC.match(metric)) or metric.startswith(HELD_OUT_PREFIXES)
 
     def _per_run(self, metric: str, label: str) -> dict[str, tuple[list[float], list[int]]]:
-        out: dict[str, tuple[list[float], list[int]]] = {"final": ([], []), "best": ([], []), "auc": ([], [])}
+        out: dict[str, tuple[list[float], list[int]]] = {statistic: ([], []) for statistic in STATISTICS}
         higher_better = bool(_HIGHER_IS_BETTER.search(metric)) or metric.startswith(HELD_OUT_PREFIXES)
         held_out = self.held_out(metric)
         for run in self.groups[label]:
@@ -316,6 +319,8 @@ class Comparison:
                 out["best"][0].append(float(series.max() if higher_better else series.min()))
             if held_out:
                 out["auc"][0].append(area_under_curve(series))
+                out["initial"][0].append(float(series.iloc[0]))
+                out["initial"][1].append(int(series.index[0]))
         return out
 
     def summary_rows(self) -> list[SummaryRow]:
@@ -470,7 +475,10 @@ def _markdown(c: Comparison) -> str:
     lines.append(f"Steps ≤ **{c.horizon}** (common horizon). Values: mean ± sample std (ddof=1) over the runs "
                  f"(seeds) of each algorithm, and the Student-t 95 % interval of the mean; n = number of runs; "
                  f"{final} (at step(s)); best = best so far up to the horizon (reward/score/accuracy and held-out "
-                 "metrics); auc = area under the curve per step, the mean level over training (held-out metrics)."
+                 "metrics); auc = area under the curve per step, the mean level over training (held-out metrics); "
+                 "initial = the first evaluation (held-out metrics; at step 0, verl's val_before_train, every algorithm "
+                 "evaluates the same starting policy: its differences are evaluation noise, a placebo for the "
+                 "intervals below)."
                  + (f" Δ: difference of means to **{c.baseline}**, with Welch's 95 % interval and two-sided p-value "
                     "(scipy.stats.ttest_ind, equal_var=False); no correction for multiple comparisons."
                     if c.baseline else ""))
@@ -488,7 +496,8 @@ def _markdown(c: Comparison) -> str:
               "|---|---|---|---|---|---|---|" + ("---|---|" if c.baseline else "")]
     for row in c.summary_rows():
         ci = "—" if not math.isfinite(row.ci_low) else f"[{row.ci_low:.4g}, {row.ci_high:.4g}]"
-        at = _steps_text(row.steps) if row.statistic == "final" else ("all" if row.statistic == "auc" else "max")
+        at = (_steps_text(row.steps) if row.statistic in ("final", "initial")
+              else ("all" if row.statistic == "auc" else "max"))
         line = (f"| `{row.metric}` | {row.statistic} | {row.label} | {row.n} | "
                 f"{format_mean_std(row.mean, row.std, row.n)} | {ci} | {at} |")
         if c.baseline:

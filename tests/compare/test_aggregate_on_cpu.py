@@ -89,13 +89,13 @@ def _table_rows(markdown: str) -> dict[tuple[str, str, str], list[str]]:
     """``{(metric, statistic, algorithm): [n, mean ± sd, 95 % CI, at step, (Δ, p)]}`` from the results table."""
     rows = {}
     for line in markdown.splitlines():
-        match = re.match(r"^\| `([^`]+)` \| (final|best|auc) \| (\w[\w+]*) \| (.*)\|$", line)
+        match = re.match(r"^\| `([^`]+)` \| (final|best|auc|initial) \| (\w[\w+]*) \| (.*)\|$", line)
         if match:
             rows[(match[1], match[2], match[3])] = [cell.strip() for cell in match[4].split("|")]
     return rows
 
 
-def test_markdown_final_best_and_auc_match_numpy_and_scipy(three_seeds_each):
+def test_markdown_final_best_auc_and_initial_match_numpy_and_scipy(three_seeds_each):
     from scipy import stats
 
     root, written = three_seeds_each
@@ -126,6 +126,12 @@ def test_markdown_final_best_and_auc_match_numpy_and_scipy(three_seeds_each):
                     steps = sorted(s for s in m if metric in m[s])
                     aucs.append(np.trapezoid([m[s][metric] for s in steps], steps) / (steps[-1] - steps[0]))
                 assert _parse(rows[(metric, "auc", algorithm)][1])[0] == pytest.approx(np.mean(aucs), rel=1e-3)
+                # held out: the first evaluation (the placebo row), at its step
+                firsts = [m[min(s for s in m if metric in m[s])][metric] for m in written[algorithm].values()]
+                n, initial, _, at_step = rows[(metric, "initial", algorithm)][:4]
+                assert _parse(initial)[0] == pytest.approx(np.mean(firsts), rel=1e-3) and at_step == "2"
+            else:
+                assert (metric, "initial", algorithm) not in rows
 
 
 @pytest.mark.slow  # renders figures / runs the CLI (seconds each)

@@ -37,3 +37,7 @@ def test_eval_file_joins_its_run_without_replacing_logged_values(tmp_path):
     assert rows[("eval/pass@1", "final")].mean == 0.4 and rows[("eval/pass@1", "best")].mean == 0.4
     assert rows[("eval/pass@1", "auc")].mean == pytest.approx((0.5 * (0.2 + 0.3) * 3 + 0.5 * (0.3 + 0.4) * 3) / 6)
     assert rows[("eval/distinct_correct", "best")].mean == 1.7
+    # the first evaluation (step 0, before training) is the placebo row: its value and step
+    assert rows[("eval/pass@1", "initial")].mean == 0.2 and rows[("eval/pass@1", "initial")].steps == (0,)
+    assert rows[("eval/distinct_correct", "initial")].mean == 1.5
+    assert ("critic/score/mean", "initial") not in rows  # training metrics have no placebo row
