@@ -300,7 +300,7 @@ class Comparison:
         return sorted(m for m in self.metric_names if VAL_MEAN_METRIC.match(m))
 
     def held_out(self, metric: str) -> bool:
-        """Held-out metrics (verl's validation, papo_verl's ``eval/*``) also get best-so-far and AUC."""
+        """Held-out metrics (verl's validation, papo_verl's ``eval/*``) also get best, AUC and initial rows."""
         return bool(VAL_MEAN_METRIC.match(metric)) or metric.startswith(HELD_OUT_PREFIXES)
 
     def _per_run(self, metric: str, label: str) -> dict[str, tuple[list[float], list[int]]]:
@@ -476,9 +476,9 @@ def _markdown(c: Comparison) -> str:
                  f"(seeds) of each algorithm, and the Student-t 95 % interval of the mean; n = number of runs; "
                  f"{final} (at step(s)); best = best so far up to the horizon (reward/score/accuracy and held-out "
                  "metrics); auc = area under the curve per step, the mean level over training (held-out metrics); "
-                 "initial = the first evaluation (held-out metrics; at step 0, verl's val_before_train, every algorithm "
-                 "evaluates the same starting policy: its differences are evaluation noise, a placebo for the "
-                 "intervals below)."
+                 "initial = the first evaluation (held-out metrics; at step 0, verl's val_before_train, "
+                 "every algorithm evaluates the same starting policy: its differences are evaluation noise, a "
+                 "placebo for the intervals below)."
                  + (f" Δ: difference of means to **{c.baseline}**, with Welch's 95 % interval and two-sided p-value "
                     "(scipy.stats.ttest_ind, equal_var=False); no correction for multiple comparisons."
                     if c.baseline else ""))
