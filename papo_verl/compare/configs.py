@@ -71,6 +71,8 @@ _BOOKKEEPING_KEYS = frozenset({
     "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH",
     # how a DataProto travels between Ray actors (torch.save or raw bytes: the same tensors either way)
     "ray_kwargs.ray_init.runtime_env.env_vars.VERL_DATAPROTO_SERIALIZATION_METHOD",
+    # TransferQueue's torch threads for its put/get (the same data either way)
+    "ray_kwargs.ray_init.runtime_env.env_vars.TQ_NUM_THREADS",
 })
 
 _SEED_IN_NAME = re.compile(r"seed[-_=]?(\d+)", re.IGNORECASE)
