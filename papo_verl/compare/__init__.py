@@ -14,9 +14,10 @@ writes into ``OUT`` (default ``./papo-compare``):
   some algorithm logs its metric; an algorithm that does not (GRPO for ``papo/*``) is absent from it;
 * ``panels/<panel>.png`` (and ``.svg``): the same panels one per file;
 * ``summary.md`` (also printed): the runs (algorithm, seed and where it came from, log, steps), the
-  final values per algorithm, and for held-out metrics also best-so-far, area under the curve and the first
-  evaluation (a placebo: at step 0 every algorithm evaluates the same policy) (mean ± std over seeds, n, the
-  t interval; with ``--baseline``, Welch's difference), the config keys that differ
+  final values per algorithm, best-so-far for reward/score/accuracy and held-out metrics, and for held-out
+  metrics also the area under the curve and the evaluation before training (a placebo: every algorithm
+  evaluates the same policy there), each as mean ± std over seeds, n and the t interval (with
+  ``--baseline``, Welch's difference); the config keys that differ
   between algorithms (algorithm keys vs **base** keys) and every warning;
 * ``aggregate.csv``: ``algorithm, metric, step, mean, std, n`` for every metric; ``stats.csv``: the
   summary's statistics per metric and algorithm (with ``--baseline``, Welch differences and p-values).

@@ -219,9 +219,9 @@ class SummaryRow:
 
     ``statistic``: ``final`` (each run's mean of its last ``final_window`` values), ``best`` (each run's
     best value so far), ``auc`` (each run's area under the curve per step: its mean level over training) or
-    ``initial`` (held-out metrics: each run's first evaluation, before training with verl's
-    ``trainer.val_before_train``; every algorithm starts from the same policy there, so its differences are
-    evaluation noise alone: a placebo that shows how often the table's intervals exclude 0 by chance).
+    ``initial`` (held-out metrics: each run's evaluation before its first training step, verl's
+    ``trainer.val_before_train``; runs without one are left out). Every algorithm evaluates the same starting
+    policy there, so its differences show how large evaluation noise alone makes them: a placebo.
     ``values`` are the per-run values the mean, std and the t interval are computed from; ``diff`` and
     the rest compare them with the baseline algorithm's values (Welch), when a baseline is set.
     """
@@ -319,8 +319,9 @@ class Comparison:
                 out["best"][0].append(float(series.max() if higher_better else series.min()))
             if held_out:
                 out["auc"][0].append(area_under_curve(series))
-                out["initial"][0].append(float(series.iloc[0]))
-                out["initial"][1].append(int(series.index[0]))
+                if series.index[0] < min(run.training_steps, default=series.index[0] + 1):  # before training
+                    out["initial"][0].append(float(series.iloc[0]))
+                    out["initial"][1].append(int(series.index[0]))
         return out
 
     def summary_rows(self) -> list[SummaryRow]:
@@ -476,9 +477,9 @@ def _markdown(c: Comparison) -> str:
                  f"(seeds) of each algorithm, and the Student-t 95 % interval of the mean; n = number of runs; "
                  f"{final} (at step(s)); best = best so far up to the horizon (reward/score/accuracy and held-out "
                  "metrics); auc = area under the curve per step, the mean level over training (held-out metrics); "
-                 "initial = the first evaluation (held-out metrics; at step 0, verl's val_before_train, "
-                 "every algorithm evaluates the same starting policy: its differences are evaluation noise, a "
-                 "placebo for the intervals below)."
+                 "initial = the evaluation before the first training step (held-out metrics; verl's "
+                 "val_before_train): every algorithm evaluates the same starting policy there, so its differences "
+                 "show how large evaluation noise alone makes them (a placebo)."
                  + (f" Δ: difference of means to **{c.baseline}**, with Welch's 95 % interval and two-sided p-value "
                     "(scipy.stats.ttest_ind, equal_var=False); no correction for multiple comparisons."
                     if c.baseline else ""))

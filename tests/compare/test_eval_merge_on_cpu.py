@@ -41,3 +41,39 @@ def test_eval_file_joins_its_run_without_replacing_logged_values(tmp_path):
     assert rows[("eval/pass@1", "initial")].mean == 0.2 and rows[("eval/pass@1", "initial")].steps == (0,)
     assert rows[("eval/distinct_correct", "initial")].mean == 1.5
     assert ("critic/score/mean", "initial") not in rows  # training metrics have no placebo row
+
+
+def _write_eval(log_path, held_out: dict[int, dict[str, float]]) -> None:
+    with open(log_path.with_name(log_path.stem + ".eval.jsonl"), "w") as fh:
+        for step, data in held_out.items():
+            fh.write(json.dumps({"step": step, "data": data}) + "\n")
+
+
+def test_initial_row_is_the_evaluation_before_training_compared_by_welch(tmp_path):
+    """The placebo row: each run's evaluation before its first training step, compared with the baseline's
+    by Welch's test; a run whose first evaluation comes after training started has no such row."""
+    from scipy import stats
+
+    before = {("papo", 1): 0.21, ("papo", 2): 0.18, ("grpo", 1): 0.20, ("grpo", 2): 0.16, ("grpo", 3): 0.17}
+    for (algorithm, seed), start in before.items():
+        path = write_file_run(tmp_path, run_config(algorithm, seed, f"{algorithm}-seed{seed}"),
+                              synthetic_metrics(algorithm, seed, range(1, 7)))
+        _write_eval(path, {0: {"eval/pass@1": start}, 6: {"eval/pass@1": start + 0.1 * seed}})
+    # papo-seed3 was evaluated only after training had started: no initial value, but a final one
+    path = write_file_run(tmp_path, run_config("papo", 3, "papo-seed3"), synthetic_metrics("papo", 3, range(1, 7)))
+    _write_eval(path, {3: {"eval/pass@1": 0.5}, 6: {"eval/pass@1": 0.6}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompareWarning)
+        comparison = compare(load_runs([tmp_path]), baseline="grpo")
+    rows = {(r.metric, r.statistic, r.label): r for r in comparison.summary_rows()}
+    papo, grpo = rows[("eval/pass@1", "initial", "papo")], rows[("eval/pass@1", "initial", "grpo")]
+    assert papo.n == 2 and rows[("eval/pass@1", "final", "papo")].n == 3
+    assert sorted(papo.values) == [0.18, 0.21] and papo.steps == (0,) and grpo.n == 3
+    welch = stats.ttest_ind([0.21, 0.18], [0.20, 0.16, 0.17], equal_var=False)
+    interval = welch.confidence_interval(0.95)
+    assert papo.diff == pytest.approx(0.195 - 0.53 / 3, rel=1e-12) and papo.p_value == pytest.approx(welch.pvalue)
+    assert (papo.diff_low, papo.diff_high) == pytest.approx((interval.low, interval.high))
+    csv = comparison.stats_table()
+    initial = csv[(csv.metric == "eval/pass@1") & (csv.statistic == "initial")].set_index("algorithm")
+    assert initial.loc["papo", "p_value"] == pytest.approx(welch.pvalue) and initial.loc["grpo", "n"] == 3
+    assert "initial = the evaluation before the first training step" in comparison.markdown()
