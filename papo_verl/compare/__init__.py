@@ -17,7 +17,8 @@ writes into ``OUT`` (default ``./papo-compare``):
   final values per algorithm, best-so-far for reward/score/accuracy and held-out metrics, and for held-out
   metrics also the area under the curve and the evaluation before training (a placebo: every algorithm
   evaluates the same policy there), each as mean ± std over seeds, n and the t interval (with
-  ``--baseline``, Welch's difference); the config keys that differ
+  ``--baseline``, Welch's difference; a held-out standard error ``*_se`` or sample size ``eval/n_*`` gets its
+  final value only); the config keys that differ
   between algorithms (algorithm keys vs **base** keys) and every warning;
 * ``aggregate.csv``: ``algorithm, metric, step, mean, std, n`` for every metric; ``stats.csv``: the
   summary's statistics per metric and algorithm (with ``--baseline``, Welch differences and p-values).

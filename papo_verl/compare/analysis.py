@@ -43,6 +43,9 @@ TABLE_METRICS = ("actor/entropy", "response_length/mean", "actor/pg_clipfrac", "
                  "papo/val/sign_agreement", "papo/val/sign_agreement_sampled_only", "papo/val/token_corr_pearson")
 _HIGHER_IS_BETTER = re.compile(r"(score|reward|acc)", re.IGNORECASE)
 HELD_OUT_PREFIXES = ("eval/",)  # papo_verl's held-out evaluation (papo_verl.demo.heldout)
+# what describes an evaluation rather than measures the policy (a standard error, the sample sizes): its final
+# value only, not compared between algorithms
+_EVALUATION_SIZE = re.compile(r"(_se$|^eval/n_)")
 STATISTICS = ("final", "best", "auc", "initial")
 
 
@@ -303,10 +306,15 @@ class Comparison:
         """Held-out metrics (verl's validation, papo_verl's ``eval/*``) also get best, AUC and initial rows."""
         return bool(VAL_MEAN_METRIC.match(metric)) or metric.startswith(HELD_OUT_PREFIXES)
 
+    def describes_evaluation(self, metric: str) -> bool:
+        """A held-out metric that describes the evaluation (``*_se``, ``eval/n_*``): a final row, no comparison."""
+        return self.held_out(metric) and bool(_EVALUATION_SIZE.search(metric))
+
     def _per_run(self, metric: str, label: str) -> dict[str, tuple[list[float], list[int]]]:
         out: dict[str, tuple[list[float], list[int]]] = {statistic: ([], []) for statistic in STATISTICS}
         higher_better = bool(_HIGHER_IS_BETTER.search(metric)) or metric.startswith(HELD_OUT_PREFIXES)
         held_out = self.held_out(metric)
+        describes_evaluation = self.describes_evaluation(metric)
         for run in self.groups[label]:
             series = run.series(metric).loc[:self.horizon]
             if series.empty:
@@ -315,6 +323,8 @@ class Comparison:
             tail = series.iloc[-1:] if held_out else series.iloc[-self.final_window:]
             out["final"][0].append(float(tail.mean()))
             out["final"][1].extend(int(step) for step in tail.index)
+            if describes_evaluation:
+                continue
             if held_out or higher_better:
                 out["best"][0].append(float(series.max() if higher_better else series.min()))
             if held_out:
@@ -338,7 +348,7 @@ class Comparison:
                     mean, std, n, low, high = t_interval(values)
                     row = SummaryRow(metric, label, statistic, n, mean, std, low, high, tuple(sorted(set(steps))),
                                      tuple(values))
-                    if self.baseline and label != self.baseline and base:
+                    if self.baseline and label != self.baseline and base and not self.describes_evaluation(metric):
                         row.diff, row.diff_low, row.diff_high, row.p_value = welch_difference(values, base)
                     rows.append(row)
         return rows
@@ -479,7 +489,8 @@ def _markdown(c: Comparison) -> str:
                  "metrics); auc = area under the curve per step, the mean level over training (held-out metrics); "
                  "initial = the evaluation before the first training step (held-out metrics; verl's "
                  "val_before_train): every algorithm evaluates the same starting policy there, so its differences "
-                 "show how large evaluation noise alone makes them (a placebo)."
+                 "show how large evaluation noise alone makes them (a placebo). A held-out metric's standard error "
+                 "(`_se`) and sample sizes (`eval/n_*`) describe the evaluation: their final value only."
                  + (f" Δ: difference of means to **{c.baseline}**, with Welch's 95 % interval and two-sided p-value "
                     "(scipy.stats.ttest_ind, equal_var=False); no correction for multiple comparisons."
                     if c.baseline else ""))

@@ -77,3 +77,23 @@ def test_initial_row_is_the_evaluation_before_training_compared_by_welch(tmp_pat
     initial = csv[(csv.metric == "eval/pass@1") & (csv.statistic == "initial")].set_index("algorithm")
     assert initial.loc["papo", "p_value"] == pytest.approx(welch.pvalue) and initial.loc["grpo", "n"] == 3
     assert "initial = the evaluation before the first training step" in comparison.markdown()
+
+
+
+def test_standard_errors_and_sizes_of_an_evaluation_get_a_final_row_only(tmp_path):
+    for algorithm in ("papo", "grpo"):
+        for seed in (1, 2):
+            path = write_file_run(tmp_path, run_config(algorithm, seed, f"{algorithm}-seed{seed}"),
+                                  synthetic_metrics(algorithm, seed, range(1, 4)))
+            _write_eval(path, {step: {"eval/pass@1": 0.1 * step + 0.01 * seed, "eval/pass@1_se": 0.01 + 0.001 * seed,
+                                      "eval/n_problems": 256.0} for step in (0, 3)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompareWarning)
+        comparison = compare(load_runs([tmp_path]), baseline="grpo")
+    rows = {(r.metric, r.statistic, r.label): r for r in comparison.summary_rows()}
+    for metric in ("eval/pass@1_se", "eval/n_problems"):
+        assert {key[1] for key in rows if key[0] == metric} == {"final"}, metric
+        assert rows[(metric, "final", "papo")].diff is None  # described, not compared
+    assert rows[("eval/pass@1_se", "final", "papo")].mean == pytest.approx(0.0115)
+    assert {key[1] for key in rows if key[0] == "eval/pass@1"} == {"final", "best", "auc", "initial"}
+    assert rows[("eval/pass@1", "final", "papo")].diff == pytest.approx(0.0)
