@@ -11,7 +11,8 @@
 # already committed to docs/runs/<setting>/ are not run again, even from a fresh clone). Runs
 # go to outputs/protocol/<setting>/ (OUT_ROOT); once all are finished, their metric logs (JSONL,
 # resolved configs, held-out evaluations) are copied to docs/runs/<setting>/ and papo-compare's
-# figure and tables, computed from those copies, to docs/figures/<setting>/.
+# figure and tables, computed from those copies, to docs/figures/<setting>/ (differences to GRPO) and
+# docs/figures/<setting>/vs_papo/ (the same tables with differences to the default PAPO: the ablations).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,4 +49,9 @@ fi
 "${PYTHON}" -m papo_verl.compare "${RUNS}" -o "${FIGURES}" --final-window 5 --baseline grpo \
     --title "pre-registered comparison, ${SETTING} task: ${ARMS}, seeds ${SEEDS}"
 rm -f "${FIGURES}/aggregate.csv"  # every metric at every step: large, and recomputable from docs/runs
-echo "comparison: ${FIGURES}/compare.png, ${FIGURES}/summary.md, ${FIGURES}/stats.csv"
+# the ablations (split, correction, controller) against the default PAPO: the same statistics, Welch vs papo
+"${PYTHON}" -m papo_verl.compare "${RUNS}" -o "${FIGURES}/vs_papo" --final-window 5 --baseline papo \
+    --title "pre-registered comparison, ${SETTING} task: against papo" > /dev/null
+rm -rf "${FIGURES}/vs_papo/aggregate.csv" "${FIGURES}/vs_papo/compare.png" "${FIGURES}/vs_papo/panels"  # as above
+echo "comparison: ${FIGURES}/compare.png, ${FIGURES}/summary.md, ${FIGURES}/stats.csv (against grpo);" \
+    "${FIGURES}/vs_papo/summary.md, ${FIGURES}/vs_papo/stats.csv (against papo)"

@@ -3,8 +3,8 @@
 Command line (``python -m papo_verl.compare`` or the ``papo-compare`` console script)::
 
     papo-compare RUN_OR_DIR [RUN_OR_DIR ...] [-o OUT] [--svg] [--label-from config|experiment] [--label-regex REGEX]
-                 [--max-step N] [--final-window K] [--baseline ALGORITHM] [--metric NAME ...] [--skip-invalid]
-                 [--title T]
+                 [--max-step N] [--final-window K] [--baseline ALGORITHM] [--metric NAME ...]
+                 [--contrast A B ...] [--skip-invalid] [--title T]
 
 writes into ``OUT`` (default ``./papo-compare``):
 
@@ -18,7 +18,9 @@ writes into ``OUT`` (default ``./papo-compare``):
   metrics also the area under the curve and the evaluation before training (a placebo: every algorithm
   evaluates the same policy there), each as mean ± std over seeds, n and the t interval (with
   ``--baseline``, Welch's difference; a held-out standard error ``*_se`` or sample size ``eval/n_*`` gets its
-  final value only); the config keys that differ
+  final value only); paired contrasts ``A − B`` (each run's difference of two metrics logged at the same
+  steps, e.g. two measurements of the same batch: :data:`papo_verl.compare.analysis.CONTRASTS` where
+  logged, and ``--contrast A B``) get a final row (held-out ones also auc and initial); the config keys that differ
   between algorithms (algorithm keys vs **base** keys) and every warning;
 * ``aggregate.csv``: ``algorithm, metric, step, mean, std, n`` for every metric; ``stats.csv``: the
   summary's statistics per metric and algorithm (with ``--baseline``, Welch differences and p-values).
@@ -56,7 +58,7 @@ Python API (e.g. for a demo's single-run figure)::
     print(summary_markdown(runs))
 
 * ``load_runs(paths, *, label_from="config", label_regex=None, skip_invalid=False) -> list[Run]``
-* ``compare(runs, *, max_step=None, extra_metrics=(), final_window=1, baseline=None) -> Comparison`` (``.groups``,
+* ``compare(runs, *, max_step=None, extra_metrics=(), final_window=1, baseline=None, contrasts=()) -> Comparison`` (``.groups``,
   ``.horizon``, ``.aggregate(metric, label)`` → DataFrame ``mean/std/n`` by step, ``.summary_rows()``,
   ``.stats_table()``, ``.aggregate_table()``, ``.markdown()``, ``.warnings``)
 * ``plot_runs(runs_or_comparison, out_png, svg=False, *, panel_dir=None, title=None) -> PlotResult``

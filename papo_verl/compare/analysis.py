@@ -28,8 +28,8 @@ from papo_verl.compare.configs import (
 )
 from papo_verl.compare.logs import CompareError, CompareWarning, Run, RunSource, discover, read_run
 
-__all__ = ["Comparison", "STATISTICS", "SummaryRow", "area_under_curve", "compare", "load_runs", "mean_std",
-           "summary_markdown", "t_interval", "welch_difference"]
+__all__ = ["CONTRASTS", "Comparison", "STATISTICS", "SummaryRow", "area_under_curve", "compare", "contrast_name",
+           "load_runs", "mean_std", "summary_markdown", "t_interval", "welch_difference"]
 
 LABEL_MODES = ("config", "experiment")
 
@@ -41,6 +41,18 @@ TABLE_METRICS = ("actor/entropy", "response_length/mean", "actor/pg_clipfrac", "
                  "papo/val/branch_dH_expand", "papo/val/branch_dH_contract",
                  "papo/val/sign_split_dH_neg_adv", "papo/val/sign_split_dH_pos_adv",
                  "papo/val/sign_agreement", "papo/val/sign_agreement_sampled_only", "papo/val/token_corr_pearson")
+# Paired contrasts tabulated whenever a run logged both metrics: within each run, A − B at the steps both were
+# logged (two measurements of the same batch), then the statistics over runs of those differences — a paired
+# comparison, which the two metrics' separate rows are not.
+CONTRASTS = (
+    # what the correction term C_t adds to the per-token sign agreement (exact P_t vs the sampled term only)
+    ("papo/val/sign_agreement", "papo/val/sign_agreement_sampled_only"),
+    # how far the polarity split separates its branches' entropy responses (ρ > 0 minus ρ < 0) ...
+    ("papo/val/branch_dH_expand", "papo/val/branch_dH_contract"),
+    # ... and the advantage-sign split its own (A < 0, its 'expanding' branch, minus A > 0)
+    ("papo/val/sign_split_dH_neg_adv", "papo/val/sign_split_dH_pos_adv"),
+)
+CONTRAST_SEPARATOR = " − "  # U+2212: metric names contain "-"
 _HIGHER_IS_BETTER = re.compile(r"(score|reward|acc)", re.IGNORECASE)
 HELD_OUT_PREFIXES = ("eval/",)  # papo_verl's held-out evaluation (papo_verl.demo.heldout)
 # what describes an evaluation rather than measures the policy (a standard error, the sample sizes): its final
@@ -207,6 +219,11 @@ def welch_difference(values: Sequence[float], baseline: Sequence[float],
     return diff, float(interval.low), float(interval.high), float(result.pvalue)
 
 
+def contrast_name(minuend: str, subtrahend: str) -> str:
+    """The metric name of a paired contrast: ``"A − B"`` (U+2212 MINUS SIGN between spaces)."""
+    return f"{minuend}{CONTRAST_SEPARATOR}{subtrahend}"
+
+
 def area_under_curve(series: pd.Series) -> float:
     """Mean level of a metric over training: the trapezoidal area under its curve divided by the span of steps."""
     series = series.dropna()
@@ -258,6 +275,8 @@ class Comparison:
     final_window: int = 1
     # algorithm the others are compared with (difference, Welch interval and p-value); None: no comparison
     baseline: Optional[str] = None
+    # paired contrasts (``contrast_name(A, B)``) added to the runs' metrics, in table order
+    contrasts: tuple[str, ...] = ()
 
     @property
     def labels(self) -> list[str]:
@@ -294,16 +313,20 @@ class Comparison:
         present = self.metric_names
         out = [m for m in TRAIN_SCORE_METRICS if m in present][:1]
         out += self.validation_metrics()
-        out += sorted(m for m in present if m.startswith(HELD_OUT_PREFIXES))
+        out += sorted(m for m in present if m.startswith(HELD_OUT_PREFIXES) and m not in self.contrasts)
         out += [m for m in TABLE_METRICS if m in present]
         out += [m for m in self.extra_metrics if m in present and m not in out]
+        out += [m for m in self.contrasts if m in present and m not in out]
         return out
 
     def validation_metrics(self) -> list[str]:
-        return sorted(m for m in self.metric_names if VAL_MEAN_METRIC.match(m))
+        return sorted(m for m in self.metric_names if VAL_MEAN_METRIC.match(m) and m not in self.contrasts)
 
     def held_out(self, metric: str) -> bool:
-        """Held-out metrics (verl's validation, papo_verl's ``eval/*``) also get best, AUC and initial rows."""
+        """Held-out metrics (verl's validation, papo_verl's ``eval/*``) also get best, AUC and initial rows; a
+        contrast is held out when its first metric is."""
+        if metric in self.contrasts:
+            metric = metric.split(CONTRAST_SEPARATOR, 1)[0]
         return bool(VAL_MEAN_METRIC.match(metric)) or metric.startswith(HELD_OUT_PREFIXES)
 
     def describes_evaluation(self, metric: str) -> bool:
@@ -312,9 +335,11 @@ class Comparison:
 
     def _per_run(self, metric: str, label: str) -> dict[str, tuple[list[float], list[int]]]:
         out: dict[str, tuple[list[float], list[int]]] = {statistic: ([], []) for statistic in STATISTICS}
-        higher_better = bool(_HIGHER_IS_BETTER.search(metric)) or metric.startswith(HELD_OUT_PREFIXES)
         held_out = self.held_out(metric)
+        higher_better = bool(_HIGHER_IS_BETTER.search(metric)) or metric.startswith(HELD_OUT_PREFIXES)
         describes_evaluation = self.describes_evaluation(metric)
+        if metric in self.contrasts:  # a difference of two metrics: neither better when higher nor a best
+            higher_better = False
         for run in self.groups[label]:
             series = run.series(metric).loc[:self.horizon]
             if series.empty:
@@ -325,7 +350,7 @@ class Comparison:
             out["final"][1].extend(int(step) for step in tail.index)
             if describes_evaluation:
                 continue
-            if held_out or higher_better:
+            if (held_out or higher_better) and metric not in self.contrasts:
                 out["best"][0].append(float(series.max() if higher_better else series.min()))
             if held_out:
                 out["auc"][0].append(area_under_curve(series))
@@ -389,7 +414,8 @@ def _short(value, limit: int = 60) -> str:
 # ---- building a comparison -------------------------------------------------------------------------
 
 def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metrics: Sequence[str] = (),
-            final_window: int = 1, baseline: Optional[str] = None) -> Comparison:
+            final_window: int = 1, baseline: Optional[str] = None,
+            contrasts: Sequence[tuple[str, str]] = ()) -> Comparison:
     """Group ``runs`` by algorithm and fix the common horizon; warn about what differs.
 
     ``final_window``: the table's "final" value of a run is the mean of its last ``final_window`` logged
@@ -397,6 +423,11 @@ def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metric
     batches). Raises :class:`CompareError` when there are no runs, when the runs share no metric, or when
     their step ranges do not overlap. Horizons that differ are warned about and every run is compared on
     steps ≤ the shortest run's last step (and ≤ ``max_step``).
+
+    ``contrasts``: pairs ``(A, B)`` of metrics tabulated as their paired difference ``"A − B"``
+    (:func:`contrast_name`): within each run, A minus B at the steps both were logged, then the statistics
+    over runs (a final row; held-out metrics also auc and initial; no best). Every pair of :data:`CONTRASTS`
+    is added too where a run logged both. A contrast's column is added to each run's ``metrics``.
     """
     runs = list(runs)
     if not runs:
@@ -445,9 +476,45 @@ def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metric
             _warn(f"metric {metric} was asked for but no run logged it: it is not plotted or tabulated{hint}", notes)
     if baseline is not None and baseline not in groups:
         raise CompareError(f"baseline {baseline!r} is not one of the algorithms compared: {', '.join(groups)}")
-    comparison = Comparison(runs, groups, horizon, tuple(extra_metrics), notes, final_window, baseline)
+    contrast_names = _add_contrasts(runs, contrasts, present, notes)
+    comparison = Comparison(runs, groups, horizon, tuple(extra_metrics), notes, final_window, baseline,
+                            contrast_names)
     _check_configs(comparison, notes)
     return comparison
+
+
+def _add_contrasts(runs: list[Run], asked: Sequence[tuple[str, str]], present: set[str],
+                   notes: list[str]) -> tuple[str, ...]:
+    """Add each contrast's column (A − B within the run) to the runs that logged both; return the names added."""
+    pairs = []
+    for pair in asked:
+        if len(pair) != 2 or not all(isinstance(m, str) and m for m in pair):
+            raise CompareError(f"a contrast is two metric names (A, B) tabulated as A − B, got {pair!r}")
+        minuend, subtrahend = pair
+        if minuend == subtrahend:
+            raise CompareError(f"contrast {minuend} − {subtrahend} subtracts a metric from itself: name two "
+                               "different metrics")
+        missing = [m for m in pair if m not in present]
+        if missing:
+            close = {m: difflib.get_close_matches(m, sorted(present), n=3) for m in missing}
+            hint = "".join(f"; for {m} did you mean {', '.join(c)}?" for m, c in close.items() if c)
+            _warn(f"contrast {contrast_name(*pair)} was asked for but no run logged {' or '.join(missing)}: it is "
+                  f"not tabulated{hint}", notes)
+            continue
+        pairs.append(tuple(pair))
+    pairs += [pair for pair in CONTRASTS if pair not in pairs and set(pair) <= present]
+    added = []
+    for minuend, subtrahend in pairs:
+        name = contrast_name(minuend, subtrahend)
+        for run in runs:
+            if minuend in run.metrics.columns and subtrahend in run.metrics.columns:
+                run.metrics[name] = run.metrics[minuend] - run.metrics[subtrahend]  # NaN where either is missing
+        if any(name in run.metrics.columns and run.metrics[name].notna().any() for run in runs):
+            added.append(name)
+        else:
+            _warn(f"contrast {name}: no run logged {minuend} and {subtrahend} at the same step; it is not "
+                  "tabulated", notes)
+    return tuple(added)
 
 
 def _check_configs(comparison: Comparison, notes: list[str]) -> None:

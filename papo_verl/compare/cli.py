@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "and p-value per metric and statistic (e.g. --baseline grpo)")
     parser.add_argument("--metric", action="append", default=[], metavar="NAME",
                         help="also plot and tabulate this metric (repeatable)")
+    parser.add_argument("--contrast", action="append", nargs=2, default=[], metavar=("A", "B"),
+                        help="also tabulate A − B paired within each run (at the steps both were logged, e.g. two "
+                             "measurements of the same batch), its statistics over the runs (repeatable). Built in, "
+                             "where logged: papo/val/sign_agreement − papo/val/sign_agreement_sampled_only, "
+                             "papo/val/branch_dH_expand − papo/val/branch_dH_contract, "
+                             "papo/val/sign_split_dH_neg_adv − papo/val/sign_split_dH_pos_adv")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip runs that cannot be read (no metrics log, unreadable file) with a warning "
                              "instead of stopping")
@@ -74,7 +80,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              skip_invalid=args.skip_invalid)
             warnings.showwarning = _print_warning
             comparison = compare(runs, max_step=args.max_step, extra_metrics=args.metric,
-                                 final_window=args.final_window, baseline=args.baseline)
+                                 final_window=args.final_window, baseline=args.baseline,
+                                 contrasts=[tuple(pair) for pair in args.contrast])
             # warnings about the collection (skipped runs, duplicate logs) go into the summary too;
             # per-run ones are there already as the runs' notes
             per_run = {f"run {r.name}: {note}" for r in runs for note in r.notes}

@@ -242,5 +242,83 @@ def test_summary_rows_cover_what_the_protocols_hypotheses_compare(tmp_path):
     rows = [m for m in comparison.table_metrics() if m.startswith("papo/val/")]
     assert rows == ["papo/val/branch_dH_expand", "papo/val/branch_dH_contract", "papo/val/sign_split_dH_neg_adv",
                     "papo/val/sign_split_dH_pos_adv", "papo/val/sign_agreement", "papo/val/sign_agreement_sampled_only",
-                    "papo/val/token_corr_pearson"]
+                    "papo/val/token_corr_pearson",
+                    # the paired contrasts: what the correction adds (H5), each split's separation (H4)
+                    "papo/val/sign_agreement − papo/val/sign_agreement_sampled_only",
+                    "papo/val/branch_dH_expand − papo/val/branch_dH_contract",
+                    "papo/val/sign_split_dH_neg_adv − papo/val/sign_split_dH_pos_adv"]
     assert "| `papo/val/sign_agreement_sampled_only` |" in comparison.markdown()
+
+
+def _finals(by_seed: dict, metric: str, window: int) -> list[float]:
+    """Per run: the mean of ``metric`` over its last ``window`` logged steps."""
+    out = []
+    for metrics in by_seed.values():
+        steps = sorted(s for s in metrics if metric in metrics[s] and math.isfinite(metrics[s][metric]))
+        out.append(float(np.mean([metrics[s][metric] for s in steps[-window:]])))
+    return out
+
+
+def test_contrasts_are_paired_within_each_run_as_scipys_paired_t(three_seeds_each):
+    """A built-in contrast's final row is the paired comparison of its two metrics: each run's difference first
+    (both are logged at the same steps), then the mean and t interval over runs, which is scipy's ttest_rel;
+    no best row, and no row for an algorithm that logs neither (GRPO)."""
+    from scipy import stats
+
+    root, written = three_seeds_each
+    comparison, _ = _load(root, final_window=2)
+    name = "papo/val/sign_agreement − papo/val/sign_agreement_sampled_only"
+    assert name in comparison.contrasts and comparison.table_metrics()[-3:] == list(comparison.contrasts)
+    exact = _finals(written["papo"], "papo/val/sign_agreement", 2)
+    sampled = _finals(written["papo"], "papo/val/sign_agreement_sampled_only", 2)
+    (row,) = [r for r in comparison.summary_rows() if r.metric == name]
+    assert (row.statistic, row.label, row.n, row.steps) == ("final", "papo", 3, (4, 6))
+    paired = stats.ttest_rel(exact, sampled)
+    assert row.mean == pytest.approx(np.mean(exact) - np.mean(sampled), rel=1e-12)
+    ci = paired.confidence_interval(0.95)
+    assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    # the separate rows' Welch-style comparison would not be paired: the interval differs
+    unpaired = stats.ttest_ind(exact, sampled, equal_var=False).confidence_interval(0.95)
+    assert (row.ci_high - row.ci_low) != pytest.approx(unpaired.high - unpaired.low, rel=1e-3)
+    # the column is the per-step difference, NaN where either metric is missing
+    run = comparison.groups["papo"][0]
+    expected = (run.metrics["papo/val/sign_agreement"] - run.metrics["papo/val/sign_agreement_sampled_only"])
+    pd.testing.assert_series_equal(run.metrics[name], expected, check_names=False)
+    assert run.metrics[name].isna().sum() == 3  # steps 1, 3, 5: no same-batch validation
+    assert f"| `{name}` | final | papo | 3 |" in comparison.markdown()
+
+
+@pytest.mark.slow  # renders figures / runs the CLI (seconds each)
+def test_asked_contrasts_held_out_ones_and_bad_ones(three_seeds_each, tmp_path, capsys):
+    """``--contrast A B``: a held-out one gets final (the last evaluation), auc and initial rows but no best and
+    no validation panel; Welch's difference to the baseline compares the per-run differences; a metric
+    subtracted from itself is an error, a metric no run logged a warning with a hint."""
+    from scipy import stats
+
+    root, written = three_seeds_each
+    pair = ("val-core/gsm8k/acc/mean@1", "critic/score/mean")
+    name = "val-core/gsm8k/acc/mean@1 − critic/score/mean"
+    comparison, _ = _load(root, contrasts=[pair], baseline="grpo")
+    assert name not in comparison.validation_metrics()
+    rows = {(r.statistic, r.label): r for r in comparison.summary_rows() if r.metric == name}
+    assert set(rows) == {("final", "papo"), ("final", "grpo"), ("auc", "papo"), ("auc", "grpo")}
+    differences = {a: [m[6][pair[0]] - m[6][pair[1]] for m in written[a].values()] for a in ("papo", "grpo")}
+    assert rows[("final", "papo")].mean == pytest.approx(np.mean(differences["papo"]), rel=1e-12)
+    welch = stats.ttest_ind(differences["papo"], differences["grpo"], equal_var=False)
+    assert rows[("final", "papo")].p_value == pytest.approx(welch.pvalue, rel=1e-12)
+    aucs = [np.trapezoid([m[s][pair[0]] - m[s][pair[1]] for s in (2, 4, 6)], (2, 4, 6)) / 4
+            for m in written["grpo"].values()]
+    assert rows[("auc", "grpo")].mean == pytest.approx(np.mean(aucs), rel=1e-12)
+
+    with pytest.raises(CompareError, match="subtracts a metric from itself"):
+        _load(root, contrasts=[("actor/entropy", "actor/entropy")])
+    _, caught = _load(root, contrasts=[("actor/entropi", "actor/entropy")])
+    assert any("contrast actor/entropi − actor/entropy was asked for but no run logged actor/entropi" in m
+               and "did you mean actor/entropy" in m for m in caught)
+
+    out = tmp_path / "out"
+    assert main([str(root), "-o", str(out), "--contrast", *pair, "--final-window", "2"]) == 0
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert f"| `{name}` | final | papo | 3 |" in summary and f"| `{name}` | best |" not in summary
+    assert "papo/val/branch_dH_expand − papo/val/branch_dH_contract" in summary  # built in
+    assert name in set(pd.read_csv(out / "stats.csv")["metric"])

@@ -121,3 +121,39 @@ def test_a_resumed_run_validates_first_unless_its_checkpoints_validation_was_dum
     run_module.demo_training(_Assets(), "papo", 0, 60, tmp_path, [], echo=False)
     resolved = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in seen["overrides"]}
     assert resolved.get("trainer.val_before_train") == ("true" if validates_first else "false")
+
+
+@pytest.mark.slow  # papo-compare twice on written runs (figures: tens of seconds)
+def test_protocol_compares_with_grpo_and_the_ablations_with_papo(tmp_path):
+    """``COMPARE_ONLY=1 bash examples/protocol.sh harder`` on committed logs: the figure and tables against GRPO,
+    and the tables against the default PAPO (the split ablation) without a second figure."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.compare.helpers import run_config, synthetic_metrics, write_file_run
+
+    repo = Path(__file__).resolve().parents[2]
+    runs = tmp_path / "runs" / "harder"
+    for algorithm, extra in (("grpo", {}), ("papo", {}), ("papo", {"algorithm.papo.split": "advantage_sign"})):
+        name = "papo_sign" if extra else algorithm
+        for seed in (0, 1):
+            config = run_config(algorithm, seed, f"{name}-seed{seed}", project="papo_demo", extra=extra)
+            write_file_run(runs, config, synthetic_metrics(name, seed, range(0, 7)))
+    env = {**os.environ, "PYTHON": sys.executable, "COMPARE_ONLY": "1", "RUNS_ROOT": str(tmp_path / "runs"),
+           "FIGURES_ROOT": str(tmp_path / "figures")}
+    subprocess.run(["bash", str(repo / "examples" / "protocol.sh"), "harder"], cwd=repo, env=env, check=True,
+                   capture_output=True)
+    figures = tmp_path / "figures" / "harder"
+    assert sorted(p.name for p in figures.iterdir()) == ["compare.png", "panels", "stats.csv", "summary.md", "vs_papo"]
+    assert sorted(p.name for p in (figures / "vs_papo").iterdir()) == ["stats.csv", "summary.md"]
+    against_grpo = (figures / "summary.md").read_text(encoding="utf-8")
+    against_papo = (figures / "vs_papo" / "summary.md").read_text(encoding="utf-8")
+    assert "| Δ vs grpo [95 % CI] | p (Welch) |" in against_grpo
+    assert "| Δ vs papo [95 % CI] | p (Welch) |" in against_papo
+    row = "| `critic/score/mean` | final | papo[split=advantage_sign] | 2 |"
+    assert row in against_grpo and row in against_papo
+    # the same per-arm statistics, only the difference column changes
+    strip = lambda text: [line.rsplit("|", 3)[0] for line in text.splitlines() if line.startswith("| `critic")]
+    assert strip(against_grpo) == strip(against_papo)
