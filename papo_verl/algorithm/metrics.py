@@ -65,7 +65,7 @@ METRICS_GLOSSARY: dict[str, tuple[str, str]] = {
     "papo/val/dH_predicted": ("token", "Token mean of Â_t·P_t, the own-state first-order prediction (∝ ΔH; step size unknown)."),
     "papo/val/token_corr_pearson": ("token", "Pearson correlation over tokens (A ≠ 0) of the measured ΔH_t and the predicted Â_t·P_t (per token polarity is weak: every update moves every token's logits)."),
     "papo/val/token_corr_spearman": ("token", "Spearman rank correlation of the same."),
-    "papo/val/sign_agreement": ("token", "Share of tokens (A ≠ 0, ΔH_t ≠ 0) where sign(ΔH_t) = sign(Â_t P_t) with the exact P_t."),
+    "papo/val/sign_agreement": ("token", "Share of tokens (A ≠ 0, ΔH_t ≠ 0) where sign(ΔH_t) = sign(Â_t P_t) with the run's P_t: the exact one, or with correction: none the sampled-term-only one (then it equals sign_agreement_sampled_only)."),
     "papo/val/sign_agreement_sampled_only": ("token", "The same with the sampled-term-only estimate −Â_t π_k(ℓ_t + H_t): what the correction C_t adds."),
     "papo/val/dH_corr_pearson": ("step", "Pearson correlation over the last validate_window validation steps of (dH_predicted, dH_measured), both on the same batch. Unlike a change between consecutive batches, it contains no batch noise."),
     "papo/val/dH_corr_spearman": ("step", "Spearman rank correlation of the same pairs."),

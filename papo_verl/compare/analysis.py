@@ -45,7 +45,8 @@ TABLE_METRICS = ("actor/entropy", "response_length/mean", "actor/pg_clipfrac", "
 # logged (two measurements of the same batch), then the statistics over runs of those differences — a paired
 # comparison, which the two metrics' separate rows are not.
 CONTRASTS = (
-    # what the correction term C_t adds to the per-token sign agreement (exact P_t vs the sampled term only)
+    # what the correction term C_t adds to the per-token sign agreement (exact P_t vs the sampled term only;
+    # identically 0 in a correction: none run, whose P_t is the sampled term)
     ("papo/val/sign_agreement", "papo/val/sign_agreement_sampled_only"),
     # how far the polarity split separates its branches' entropy responses (ρ > 0 minus ρ < 0) ...
     ("papo/val/branch_dH_expand", "papo/val/branch_dH_contract"),
