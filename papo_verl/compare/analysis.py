@@ -323,16 +323,18 @@ class Comparison:
     def validation_metrics(self) -> list[str]:
         return sorted(m for m in self.metric_names if VAL_MEAN_METRIC.match(m) and m not in self.contrasts)
 
+    def _components(self, metric: str) -> list[str]:
+        return metric.split(CONTRAST_SEPARATOR, 1) if metric in self.contrasts else [metric]
+
     def held_out(self, metric: str) -> bool:
         """Held-out metrics (verl's validation, papo_verl's ``eval/*``) also get best, AUC and initial rows; a
-        contrast is held out when its first metric is."""
-        if metric in self.contrasts:
-            metric = metric.split(CONTRAST_SEPARATOR, 1)[0]
-        return bool(VAL_MEAN_METRIC.match(metric)) or metric.startswith(HELD_OUT_PREFIXES)
+        contrast is held out when either of its metrics is (it exists only where both were logged)."""
+        return any(bool(VAL_MEAN_METRIC.match(m)) or m.startswith(HELD_OUT_PREFIXES) for m in self._components(metric))
 
     def describes_evaluation(self, metric: str) -> bool:
-        """A held-out metric that describes the evaluation (``*_se``, ``eval/n_*``): a final row, no comparison."""
-        return self.held_out(metric) and bool(_EVALUATION_SIZE.search(metric))
+        """A held-out metric that describes the evaluation (``*_se``, ``eval/n_*``; a contrast with one): a final
+        row, no comparison."""
+        return self.held_out(metric) and any(_EVALUATION_SIZE.search(m) for m in self._components(metric))
 
     def _per_run(self, metric: str, label: str) -> dict[str, tuple[list[float], list[int]]]:
         out: dict[str, tuple[list[float], list[int]]] = {statistic: ([], []) for statistic in STATISTICS}
@@ -428,11 +430,17 @@ def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metric
     ``contrasts``: pairs ``(A, B)`` of metrics tabulated as their paired difference ``"A − B"``
     (:func:`contrast_name`): within each run, A minus B at the steps both were logged, then the statistics
     over runs (a final row; held-out metrics also auc and initial; no best). Every pair of :data:`CONTRASTS`
-    is added too where a run logged both. A contrast's column is added to each run's ``metrics``.
+    is added too where a run logged both. A contrast's column is added to each run's ``metrics`` (and dropped
+    again by the next ``compare`` of the same runs), except in a run where A equals B at every step: the same
+    quantity under two names there, left out with a warning rather than tabulated as a measured 0.
     """
     runs = list(runs)
     if not runs:
         raise CompareError("no runs to compare")
+    for run in runs:  # contrasts of an earlier comparison of the same runs are not logged metrics
+        stale = [c for c in run.metrics.columns if CONTRAST_SEPARATOR in c]
+        if stale:
+            run.metrics = run.metrics.drop(columns=stale)
     if isinstance(final_window, bool) or not isinstance(final_window, int) or final_window < 1:
         raise CompareError(f"final_window must be an integer >= 1 (number of last steps averaged), got {final_window!r}")
     notes: list[str] = []
@@ -470,6 +478,8 @@ def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metric
         _warn(f"max step {max_step} is beyond the common horizon; comparing on steps ≤ {horizon}", notes)
 
     present = set().union(*(r.metric_names for r in runs))
+    contrast_names = _add_contrasts(runs, contrasts, present, notes)
+    present |= set(contrast_names)
     for metric in extra_metrics:
         if metric not in present:
             close = difflib.get_close_matches(metric, sorted(present), n=3)
@@ -477,7 +487,6 @@ def compare(runs: Sequence[Run], *, max_step: Optional[int] = None, extra_metric
             _warn(f"metric {metric} was asked for but no run logged it: it is not plotted or tabulated{hint}", notes)
     if baseline is not None and baseline not in groups:
         raise CompareError(f"baseline {baseline!r} is not one of the algorithms compared: {', '.join(groups)}")
-    contrast_names = _add_contrasts(runs, contrasts, present, notes)
     comparison = Comparison(runs, groups, horizon, tuple(extra_metrics), notes, final_window, baseline,
                             contrast_names)
     _check_configs(comparison, notes)
@@ -502,14 +511,24 @@ def _add_contrasts(runs: list[Run], asked: Sequence[tuple[str, str]], present: s
             _warn(f"contrast {contrast_name(*pair)} was asked for but no run logged {' or '.join(missing)}: it is "
                   f"not tabulated{hint}", notes)
             continue
-        pairs.append(tuple(pair))
+        if tuple(pair) not in pairs:
+            pairs.append(tuple(pair))
     pairs += [pair for pair in CONTRASTS if pair not in pairs and set(pair) <= present]
     added = []
     for minuend, subtrahend in pairs:
         name = contrast_name(minuend, subtrahend)
+        identical = []
         for run in runs:
             if minuend in run.metrics.columns and subtrahend in run.metrics.columns:
-                run.metrics[name] = run.metrics[minuend] - run.metrics[subtrahend]  # NaN where either is missing
+                difference = run.metrics[minuend] - run.metrics[subtrahend]  # NaN where either is missing
+                if difference.notna().any() and (difference.dropna() == 0).all():
+                    identical.append(run.display)  # one quantity under two names there: not a measured 0
+                    continue
+                run.metrics[name] = difference
+        if identical:
+            _warn(f"contrast {name}: left out for {', '.join(identical)}, where the two metrics are equal at every "
+                  "step (the same quantity there, e.g. sign agreement under correction: none), not a measured 0",
+                  notes)
         if any(name in run.metrics.columns and run.metrics[name].notna().any() for run in runs):
             added.append(name)
         else:

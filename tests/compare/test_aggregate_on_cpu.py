@@ -290,8 +290,8 @@ def test_contrasts_are_paired_within_each_run_as_scipys_paired_t(three_seeds_eac
 
 @pytest.mark.slow  # renders figures / runs the CLI (seconds each)
 def test_asked_contrasts_held_out_ones_and_bad_ones(three_seeds_each, tmp_path, capsys):
-    """``--contrast A B``: a held-out one gets final (the last evaluation), auc and initial rows but no best and
-    no validation panel; Welch's difference to the baseline compares the per-run differences; a metric
+    """``--contrast A B``: a held-out one gets final (the last evaluation) and auc rows (initial only where both
+    were evaluated before training, not here) but no best and no validation panel; Welch's difference to the baseline compares the per-run differences; a metric
     subtracted from itself is an error, a metric no run logged a warning with a hint."""
     from scipy import stats
 
@@ -322,3 +322,42 @@ def test_asked_contrasts_held_out_ones_and_bad_ones(three_seeds_each, tmp_path, 
     assert f"| `{name}` | final | papo | 3 |" in summary and f"| `{name}` | best |" not in summary
     assert "papo/val/branch_dH_expand − papo/val/branch_dH_contract" in summary  # built in
     assert name in set(pd.read_csv(out / "stats.csv")["metric"])
+
+
+def _run(name: str, label: str, columns: dict[str, dict[int, float]]):
+    """A run built in memory (pure unit test of the contrasts' bookkeeping): ``{metric: {step: value}}``."""
+    from pathlib import Path
+
+    from papo_verl.compare import Run
+
+    frame = pd.DataFrame(columns, dtype=float).sort_index()
+    return Run(name=name, source="file", log_paths=(Path(f"{name}.jsonl"),), metrics=frame, label=label)
+
+
+def test_contrast_bookkeeping_missing_steps_identical_metrics_repeats_and_a_second_comparison():
+    training = {s: 1.0 for s in range(1, 7)}
+    a = {"actor/entropy": training, "A": {2: 0.5, 4: 0.7, 6: 0.9}, "B": {2: 0.1, 4: 0.2},  # B missing at step 6
+         "eval/pass@1": {0: 0.2, 6: 0.3}, "eval/pass@1_se": {0: 0.01, 6: 0.02}}
+    same = {"actor/entropy": training, "A": {2: 0.4, 4: 0.6}, "B": {2: 0.4, 4: 0.6},  # one quantity, two names
+            "eval/pass@1": {0: 0.25, 6: 0.35}, "eval/pass@1_se": {0: 0.01, 6: 0.02}}
+    runs = [_run("x-seed0", "x", a), _run("x-seed1", "x", same)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CompareWarning)
+        comparison = compare(runs, contrasts=[("A", "B"), ("A", "B"), ("eval/pass@1", "eval/pass@1_se")])
+    messages = [str(w.message) for w in caught]
+    assert comparison.contrasts == ("A − B", "eval/pass@1 − eval/pass@1_se")  # asked twice, tabulated once
+    assert comparison.table_metrics().count("A − B") == 1
+    # the difference exists where both were logged: steps 2 and 4, not 6
+    assert runs[0].metrics["A − B"].dropna().to_dict() == pytest.approx({2: 0.4, 4: 0.5})
+    # equal at every step: left out of that run with a warning, not a measured 0
+    assert "A − B" not in runs[1].metrics.columns
+    assert any("contrast A − B: left out for x-seed1" in m for m in messages)
+    (row,) = [r for r in comparison.summary_rows() if r.metric == "A − B"]
+    assert (row.statistic, row.n, row.mean, row.steps) == ("final", 1, pytest.approx(0.5), (4,))
+    # a contrast with an evaluation's standard error describes the evaluation: a final row only
+    assert comparison.describes_evaluation("eval/pass@1 − eval/pass@1_se")
+    assert {r.statistic for r in comparison.summary_rows() if r.metric.startswith("eval/pass@1 −")} == {"final"}
+    # the next comparison of the same runs starts from the logged metrics only
+    again = compare(runs)
+    assert again.contrasts == () and not any("−" in c for r in runs for c in r.metrics.columns)
+    assert "eval/pass@1 − eval/pass@1_se" not in again.table_metrics()
