@@ -339,10 +339,10 @@ class Comparison:
     def _per_run(self, metric: str, label: str) -> dict[str, tuple[list[float], list[int]]]:
         out: dict[str, tuple[list[float], list[int]]] = {statistic: ([], []) for statistic in STATISTICS}
         held_out = self.held_out(metric)
-        higher_better = bool(_HIGHER_IS_BETTER.search(metric)) or metric.startswith(HELD_OUT_PREFIXES)
+        contrast = metric in self.contrasts  # a difference of two metrics: neither better when higher nor a best
+        higher_better = not contrast and (bool(_HIGHER_IS_BETTER.search(metric))
+                                          or metric.startswith(HELD_OUT_PREFIXES))
         describes_evaluation = self.describes_evaluation(metric)
-        if metric in self.contrasts:  # a difference of two metrics: neither better when higher nor a best
-            higher_better = False
         for run in self.groups[label]:
             series = run.series(metric).loc[:self.horizon]
             if series.empty:
@@ -353,7 +353,7 @@ class Comparison:
             out["final"][1].extend(int(step) for step in tail.index)
             if describes_evaluation:
                 continue
-            if (held_out or higher_better) and metric not in self.contrasts:
+            if (held_out or higher_better) and not contrast:
                 out["best"][0].append(float(series.max() if higher_better else series.min()))
             if held_out:
                 out["auc"][0].append(area_under_curve(series))

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
-from papo_verl.compare.analysis import compare, load_runs
+from papo_verl.compare.analysis import CONTRASTS, compare, contrast_name, load_runs
 from papo_verl.compare.logs import CompareError, CompareWarning
 from papo_verl.compare.plot import plot_runs
 
@@ -46,9 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--contrast", action="append", nargs=2, default=[], metavar=("A", "B"),
                         help="also tabulate A − B paired within each run (at the steps both were logged, e.g. two "
                              "measurements of the same batch), its statistics over the runs (repeatable). Built in, "
-                             "where logged: papo/val/sign_agreement − papo/val/sign_agreement_sampled_only, "
-                             "papo/val/branch_dH_expand − papo/val/branch_dH_contract, "
-                             "papo/val/sign_split_dH_neg_adv − papo/val/sign_split_dH_pos_adv")
+                             "where logged: " + ", ".join(contrast_name(*pair) for pair in CONTRASTS))
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip runs that cannot be read (no metrics log, unreadable file) with a warning "
                              "instead of stopping")
