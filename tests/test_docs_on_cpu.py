@@ -3,6 +3,7 @@
 import os
 import re
 
+import pytest
 import yaml
 
 from papo_verl.algorithm.config import PapoConfig, yaml_block_markdown
@@ -58,8 +59,8 @@ def _table_row(text: str, label: str) -> list[str]:
 
 
 def test_results_page_figures_are_the_committed_papo_compare_output():
-    """The headline numbers of docs/results.md and the README are those of the committed summary that
-    papo-compare wrote beside the committed figure (--final-window 5), rounded to 3 decimals."""
+    """The earlier (superseded) comparison's numbers on docs/results.md are those of the committed summary
+    that papo-compare wrote beside its figure (--final-window 5), rounded to 3 decimals."""
     results = open(RESULTS, encoding="utf-8").read()
     assert "--final-window 5" in results and "| final (last 5) |" in open(SUMMARY, encoding="utf-8").read()
     assert "bash examples/cpu_multiseed.sh" in results and "make demo-seeds" in results
@@ -70,8 +71,6 @@ def test_results_page_figures_are_the_committed_papo_compare_output():
         assert abs(entropy - _summary_final("actor/entropy", algorithm)) <= 5e-4 + 1e-9, (label, entropy)
         reward = float(row[2].split(" ± ")[0])
         assert abs(reward - _summary_final("critic/score/mean", algorithm)) <= 5e-4 + 1e-9, (label, reward)
-        readme_entropy = float(_table_row(README, label)[1].split(" ± ")[0])
-        assert readme_entropy == entropy
     with open(os.path.join(ROOT, "docs", "figures", "cpu_comparison.png"), "rb") as png:
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -111,3 +110,73 @@ def test_no_file_cites_a_document_outside_the_repository():
     offending = [os.path.relpath(path, ROOT) for path in sources if re.search(r"PAPO\.md|\.\./shared|integration map",
                                                                               open(path, encoding="utf-8").read())]
     assert not offending, offending
+
+
+# ---- the pre-registered comparison (docs/results.md "Results") ------------------------------------------
+
+PROTOCOL_SETTINGS = {"default": ("grpo", "papo", "papo[controller=target]", "papo[split=advantage_sign]",
+                                 "papo[correction=none]", "kl_cov")}
+SEEDS = ("0", "1", "2", "3", "4")
+
+
+def _section(text: str, setting: str) -> str:
+    start, end = f"<!-- results:{setting} -->", f"<!-- /results:{setting} -->"
+    assert text.count(start) == 1 and text.count(end) == 1, f"docs/results.md needs one {start} ... {end} section"
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def _summary_rows(path: str) -> dict[tuple[str, str, str], list[str]]:
+    """(metric, statistic, algorithm) -> the cells of each result row of a papo-compare summary.md."""
+    rows = {}
+    for line in open(path, encoding="utf-8"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0].startswith("`"):
+            rows[(cells[0].strip("`"), cells[1], cells[2])] = cells
+    return rows
+
+
+@pytest.mark.parametrize("setting", sorted(PROTOCOL_SETTINGS))
+def test_protocol_results_are_the_committed_papo_compare_output(setting):
+    """Every table row of a setting's section in docs/results.md is, verbatim, a row papo-compare wrote to
+    docs/figures/<setting>/summary.md (differences to GRPO) or vs_papo/summary.md (differences to PAPO);
+    those summaries were computed from exactly the runs committed under docs/runs/<setting>/, every arm
+    with its 5 seeds; the figures the section shows are there."""
+    figures = os.path.join(ROOT, "docs", "figures", setting)
+    summaries = [os.path.join(figures, "summary.md"), os.path.join(figures, "vs_papo", "summary.md")]
+    section = _section(open(RESULTS, encoding="utf-8").read(), setting)
+    assert f"bash examples/protocol.sh {setting}" in section
+    summary_lines = {line.rstrip("\n") for path in summaries for line in open(path, encoding="utf-8")}
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 12, "the section's tables are missing"
+    for row in rows:
+        assert row in summary_lines, f"not a row of papo-compare's summaries of {setting}: {row}"
+    # the summaries cover the committed runs: every arm x seed, each log file named in the runs table
+    runs_dir = os.path.join(ROOT, "docs", "runs", setting)
+    for path in summaries:
+        text = open(path, encoding="utf-8").read()
+        table = _summary_rows(path)
+        for algorithm in PROTOCOL_SETTINGS[setting]:
+            for metric in ("eval/pass@16", "eval/distinct_correct"):
+                assert table[(metric, "final", algorithm)][3] == str(len(SEEDS)), (path, metric, algorithm)
+        runs = {re.sub(r"-\d+$", "", name[: -len(".jsonl")]) for name in os.listdir(runs_dir)
+                if name.endswith(".jsonl") and not name.endswith(".eval.jsonl")}
+        assert len(runs) == len(PROTOCOL_SETTINGS[setting]) * len(SEEDS), sorted(runs)
+        for run in runs:
+            assert f"| {run} |" in text, f"{path} was not computed from {runs_dir}: rerun COMPARE_ONLY=1"
+    for image in re.findall(r"\]\((figures/[^)]+\.png)\)", section):
+        with open(os.path.join(ROOT, "docs", image), "rb") as png:
+            assert png.read(8) == b"\x89PNG\r\n\x1a\n", image
+
+
+def test_readme_results_quote_the_default_comparison():
+    """Every difference with its interval that the README's results section quotes ("+0.08594 [0.0296, 0.142]")
+    is papo-compare's, as printed in docs/figures/default/summary.md (against GRPO)."""
+    readme = README
+    section = readme.split("## Results on the CPU demo task", 1)[1].split("\n## ", 1)[0]
+    assert "docs/results.md" in section and "bash examples/protocol.sh default" in section
+    summary = open(os.path.join(ROOT, "docs", "figures", "default", "summary.md"), encoding="utf-8").read()
+    quoted = re.findall(r"[+\u2212-][0-9.]+ \[[\u2212-]?[0-9.]+, [\u2212-]?[0-9.]+\]", section)
+    assert len(quoted) >= 4, quoted
+    for difference in quoted:
+        assert difference.replace("\u2212", "-") in summary, difference
+
