@@ -168,12 +168,15 @@ def test_protocol_results_are_the_committed_papo_compare_output(setting):
             assert png.read(8) == b"\x89PNG\r\n\x1a\n", image
 
 
-def test_readme_results_quote_the_default_comparison():
+def test_readme_results_quote_the_protocol_comparisons():
     """Every difference with its interval that the README's results section quotes ("+0.08594 [0.0296, 0.142]")
-    is papo-compare's, as printed in docs/figures/default/summary.md (against GRPO)."""
+    is papo-compare's, as printed in a setting's docs/figures/<setting>/summary.md (against GRPO)."""
     section = README.split("## Results on the CPU demo task", 1)[1].split("\n## ", 1)[0]
-    assert "docs/results.md" in section and "bash examples/protocol.sh default" in section
-    summary = open(os.path.join(ROOT, "docs", "figures", "default", "summary.md"), encoding="utf-8").read()
+    assert "docs/results.md" in section
+    for setting in PROTOCOL_SETTINGS:
+        assert f"bash examples/protocol.sh {setting}" in section, setting
+    summary = "".join(open(os.path.join(ROOT, "docs", "figures", setting, "summary.md"), encoding="utf-8").read()
+                      for setting in PROTOCOL_SETTINGS)
     quoted = re.findall(r"[+\u2212-][0-9.]+ \[[\u2212-]?[0-9.]+, [\u2212-]?[0-9.]+\]", section)
     assert len(quoted) >= 4, quoted
     for difference in quoted:
