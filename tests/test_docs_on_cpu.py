@@ -115,7 +115,8 @@ def test_no_file_cites_a_document_outside_the_repository():
 # ---- the pre-registered comparison (docs/results.md "Results") ------------------------------------------
 
 PROTOCOL_SETTINGS = {"default": ("grpo", "papo", "papo[controller=target]", "papo[split=advantage_sign]",
-                                 "papo[correction=none]", "kl_cov")}
+                                 "papo[correction=none]", "kl_cov"),
+                     "harder": ("grpo", "papo", "papo[split=advantage_sign]")}
 N_SEEDS = 5  # seeds 0-4 per arm
 
 
