@@ -206,7 +206,7 @@ def test_branch_response_equals_float64_autograd_and_a_trial_step(tiny_folder, s
     grad_h = flat_grad(mean_h, model)
     expected = [float(-grad_h @ flat_grad(losses[k], model)) for k in ("all", "expand", "positive")]
     got = single_rank["response"].tolist()
-    assert got[3] == pytest.approx(float(mean_h), rel=1e-6)
+    assert got[3] == pytest.approx(float(mean_h.detach()), rel=1e-6)
     for g, e in zip(got[:3], expected):
         assert g == pytest.approx(e, rel=2e-3, abs=1e-9)
     assert len({round(v, 12) for v in expected}) == 3  # three different subsets, three different responses
@@ -221,7 +221,7 @@ def test_branch_response_equals_float64_autograd_and_a_trial_step(tiny_folder, s
         torch.nn.utils.vector_to_parameters(step, params)
         with torch.no_grad():
             moved, _ = mean_entropy_and_losses(model, batch)
-        errors.append(abs((float(moved) - float(mean_h)) / eta - expected[2]))
+        errors.append(abs((float(moved) - float(mean_h.detach())) / eta - expected[2]))
     torch.nn.utils.vector_to_parameters(theta, params)
     assert errors[0] > errors[1] > errors[2] and errors[2] < 0.05 * abs(expected[2])
 
